@@ -1,0 +1,328 @@
+// Package config loads and checks sekisho.yaml: listeners, TLS, limits,
+// upstreams and where the audit log goes. The file is reviewed like code,
+// so it never holds a secret: upstream passwords are named by file or
+// environment variable, never written inline.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole sekisho.yaml.
+type Config struct {
+	// StateDir holds the state store, the generated CA and the audit log.
+	StateDir  string     `yaml:"state_dir"`
+	Listen    Listen     `yaml:"listen"`
+	Limits    Limits     `yaml:"limits"`
+	Audit     Audit      `yaml:"audit"`
+	Upstreams []Upstream `yaml:"upstreams"`
+	// Contact is shown to users in refusals ("ask ..."), for example the
+	// security team's address.
+	Contact string `yaml:"contact"`
+	// Roles lists the roles that accounts may be given. Policies per role
+	// come with the data-policy work; an account's role must be listed.
+	Roles []string `yaml:"roles"`
+	// MaxAccountLifetime caps how far in the future an account may expire.
+	MaxAccountLifetime Duration `yaml:"max_account_lifetime"`
+}
+
+// Listen is the client-facing listener.
+type Listen struct {
+	Address string `yaml:"address"`
+	TLS     TLS    `yaml:"tls"`
+	// AllowPlaintext lets clients connect without TLS. It is refused unless
+	// Address is a loopback address.
+	AllowPlaintext bool `yaml:"allow_plaintext"`
+}
+
+// TLS names a certificate and key. When both are empty the gateway makes
+// its own CA and server certificate in the state directory.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Hosts are the names and addresses put in a generated certificate.
+	Hosts []string `yaml:"hosts"`
+}
+
+// Limits bound what one client can make the gateway hold or wait for.
+type Limits struct {
+	MaxMessageBytes int      `yaml:"max_message_bytes"`
+	StartupTimeout  Duration `yaml:"startup_timeout"`
+	IdleTimeout     Duration `yaml:"idle_timeout"`
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	MaxSessions     int      `yaml:"max_sessions"`
+	UpstreamTimeout Duration `yaml:"upstream_connect_timeout"`
+}
+
+// Audit says where audit events go.
+type Audit struct {
+	// Path of the JSON-lines file; relative paths are inside StateDir;
+	// "-" means standard output.
+	Path string `yaml:"path"`
+}
+
+// Upstream is one PostgreSQL database behind the gateway.
+type Upstream struct {
+	// Database is the name clients ask for in their startup message.
+	Database string `yaml:"database"`
+	Host     string `yaml:"host"`
+	Port     int    `yaml:"port"`
+	// DBName is the database on the server (defaults to Database).
+	DBName string `yaml:"dbname"`
+	User   string `yaml:"user"`
+	// PasswordFile or PasswordEnv names where the gateway's credential is.
+	PasswordFile string `yaml:"password_file"`
+	PasswordEnv  string `yaml:"password_env"`
+	// TLS is disable, require or verify-full.
+	TLS    string `yaml:"tls"`
+	CAFile string `yaml:"ca_file"`
+}
+
+// Duration is a time.Duration written as "30s" or "8h" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := parseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// parseDuration accepts Go durations plus a "d" suffix for days.
+func parseDuration(s string) (time.Duration, error) {
+	if strings.HasSuffix(s, "d") {
+		var days int
+		if _, err := fmt.Sscanf(s, "%dd", &days); err != nil || days < 0 {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("invalid duration %q (use for example 30s, 15m, 8h, 90d)", s)
+	}
+	return v, nil
+}
+
+// D returns the duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Load reads, defaults and checks a config file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(b, filepath.Dir(path))
+}
+
+// Parse decodes a config; relative paths are resolved against baseDir.
+func Parse(b []byte, baseDir string) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.applyDefaults(baseDir)
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults(baseDir string) {
+	abs := func(p string) string {
+		if p == "" || p == "-" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(baseDir, p)
+	}
+	if c.StateDir == "" {
+		c.StateDir = "state"
+	}
+	c.StateDir = abs(c.StateDir)
+	if c.Listen.Address == "" {
+		c.Listen.Address = "127.0.0.1:6432"
+	}
+	c.Listen.TLS.CertFile = abs(c.Listen.TLS.CertFile)
+	c.Listen.TLS.KeyFile = abs(c.Listen.TLS.KeyFile)
+	if c.Limits.MaxMessageBytes == 0 {
+		c.Limits.MaxMessageBytes = 64 << 20
+	}
+	if c.Limits.StartupTimeout == 0 {
+		c.Limits.StartupTimeout = Duration(10 * time.Second)
+	}
+	if c.Limits.IdleTimeout == 0 {
+		c.Limits.IdleTimeout = Duration(30 * time.Minute)
+	}
+	if c.Limits.ShutdownTimeout == 0 {
+		c.Limits.ShutdownTimeout = Duration(30 * time.Second)
+	}
+	if c.Limits.MaxSessions == 0 {
+		c.Limits.MaxSessions = 1000
+	}
+	if c.Limits.UpstreamTimeout == 0 {
+		c.Limits.UpstreamTimeout = Duration(10 * time.Second)
+	}
+	if c.Audit.Path == "" {
+		c.Audit.Path = "audit.jsonl"
+	}
+	if c.Audit.Path != "-" && !filepath.IsAbs(c.Audit.Path) {
+		c.Audit.Path = filepath.Join(c.StateDir, c.Audit.Path)
+	}
+	if c.Contact == "" {
+		c.Contact = "your sekisho administrator"
+	}
+	if c.MaxAccountLifetime == 0 {
+		c.MaxAccountLifetime = Duration(365 * 24 * time.Hour)
+	}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		if u.Port == 0 {
+			u.Port = 5432
+		}
+		if u.DBName == "" {
+			u.DBName = u.Database
+		}
+		if u.TLS == "" {
+			u.TLS = "verify-full"
+		}
+		u.PasswordFile = abs(u.PasswordFile)
+		u.CAFile = abs(u.CAFile)
+	}
+}
+
+// Validate checks the config and reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	host, _, err := net.SplitHostPort(c.Listen.Address)
+	if err != nil {
+		bad("listen.address %q: %v", c.Listen.Address, err)
+	} else if c.Listen.AllowPlaintext && !isLoopback(host) {
+		bad("listen.allow_plaintext is only allowed on a loopback address, not %q: clients elsewhere must use TLS", c.Listen.Address)
+	}
+	if (c.Listen.TLS.CertFile == "") != (c.Listen.TLS.KeyFile == "") {
+		bad("listen.tls: give both cert_file and key_file, or neither to let sekisho generate them")
+	}
+	if c.Limits.MaxMessageBytes < 1<<10 || c.Limits.MaxMessageBytes > 1<<30 {
+		bad("limits.max_message_bytes %d: must be between 1024 and 1073741824", c.Limits.MaxMessageBytes)
+	}
+	if c.Limits.MaxSessions < 1 {
+		bad("limits.max_sessions must be at least 1")
+	}
+	if len(c.Upstreams) == 0 {
+		bad("upstreams: at least one upstream is needed")
+	}
+	seen := map[string]bool{}
+	for i, u := range c.Upstreams {
+		where := fmt.Sprintf("upstreams[%d]", i)
+		if u.Database == "" {
+			bad("%s.database: the name clients connect to is required", where)
+		}
+		if seen[u.Database] {
+			bad("%s.database %q: listed twice", where, u.Database)
+		}
+		seen[u.Database] = true
+		if u.Host == "" {
+			bad("%s.host is required", where)
+		}
+		if u.User == "" {
+			bad("%s.user is required", where)
+		}
+		if (u.PasswordFile == "") == (u.PasswordEnv == "") {
+			bad("%s: name the gateway's upstream password with exactly one of password_file or password_env (never inline)", where)
+		}
+		switch u.TLS {
+		case "disable", "require", "verify-full":
+		default:
+			bad("%s.tls %q: use disable, require or verify-full", where, u.TLS)
+		}
+	}
+	roles := map[string]bool{}
+	for _, r := range c.Roles {
+		if roles[r] {
+			bad("roles: %q listed twice", r)
+		}
+		roles[r] = true
+	}
+	return errors.Join(errs...)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Upstream returns the upstream that serves the client-facing database name.
+func (c *Config) Upstream(database string) (Upstream, bool) {
+	for _, u := range c.Upstreams {
+		if u.Database == database {
+			return u, true
+		}
+	}
+	return Upstream{}, false
+}
+
+// HasRole reports whether role is configured.
+func (c *Config) HasRole(role string) bool {
+	for _, r := range c.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// Password reads the upstream's password from the file or variable the
+// config names. It is never logged.
+func (u Upstream) Password() (Secret, error) {
+	if u.PasswordEnv != "" {
+		v, ok := os.LookupEnv(u.PasswordEnv)
+		if !ok {
+			return "", fmt.Errorf("upstream %q: environment variable %s is not set", u.Database, u.PasswordEnv)
+		}
+		return Secret(v), nil
+	}
+	b, err := os.ReadFile(u.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("upstream %q: password file: %w", u.Database, err)
+	}
+	return Secret(strings.TrimRight(string(b), "\r\n")), nil
+}
+
+// Secret is a string that never prints.
+type Secret string
+
+// String implements fmt.Stringer.
+func (Secret) String() string { return "REDACTED" }
+
+// GoString implements fmt.GoStringer.
+func (Secret) GoString() string { return "REDACTED" }
+
+// LogValue implements slog.LogValuer.
+func (Secret) LogValue() slog.Value { return slog.StringValue("REDACTED") }

@@ -1,0 +1,266 @@
+// Package proxy is the gateway's PostgreSQL front door: the listener, the
+// startup and authentication of each client, the connection to its
+// upstream with credentials only the gateway holds, and the relay of every
+// protocol message between them.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/sekisho/sekisho/internal/audit"
+	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/store"
+)
+
+// Options build a Server.
+type Options struct {
+	Config *config.Config
+	Store  store.Store
+	Audit  audit.Sink
+	Log    *slog.Logger
+	// TLS is the listener's TLS configuration; nil means no TLS, which the
+	// config must then allow (loopback plaintext only).
+	TLS *tls.Config
+	// Inspect makes the Inspector for a new session; nil relays unchanged.
+	Inspect func(Principal) Inspector
+	// Now is the clock (tests inject one); nil means time.Now.
+	Now func() time.Time
+}
+
+// Server accepts clients and runs their sessions.
+type Server struct {
+	cfg      atomic.Pointer[config.Config]
+	store    store.Store
+	audit    audit.Sink
+	log      *slog.Logger
+	tls      *tls.Config
+	inspect  func(Principal) Inspector
+	now      func() time.Time
+	decoyKey []byte
+
+	nextID atomic.Uint64
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	sessions  map[uint32]*Session // by the BackendKeyData process ID we gave the client
+	handshake int                 // connections not yet sessions
+	listeners []net.Listener
+	closing   bool
+}
+
+// New makes a Server.
+func New(ctx context.Context, o Options) (*Server, error) {
+	if o.Config == nil || o.Store == nil || o.Audit == nil {
+		return nil, errors.New("proxy: config, store and audit sink are required")
+	}
+	if o.TLS == nil && !o.Config.Listen.AllowPlaintext {
+		return nil, errors.New("proxy: no TLS configuration and plaintext is not allowed")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	key, err := o.Store.Secret(ctx, "decoy-verifier-key", func() ([]byte, error) {
+		b := make([]byte, 32)
+		_, err := rand.Read(b)
+		return b, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		store: o.Store, audit: o.Audit, log: o.Log, tls: o.TLS, inspect: o.Inspect, now: o.Now,
+		decoyKey: key, sessions: make(map[uint32]*Session),
+	}
+	s.cfg.Store(o.Config)
+	return s, nil
+}
+
+// Config returns the configuration new sessions use.
+func (s *Server) Config() *config.Config { return s.cfg.Load() }
+
+// Reload makes new sessions use c. Sessions already running keep the
+// configuration they started with. The listen address and TLS files are
+// read only at start.
+func (s *Server) Reload(c *config.Config) {
+	old := s.cfg.Swap(c)
+	if old.Listen.Address != c.Listen.Address || old.Listen.TLS.CertFile != c.Listen.TLS.CertFile || old.Listen.TLS.KeyFile != c.Listen.TLS.KeyFile {
+		s.log.Warn("listener settings changed; they take effect at the next restart")
+	}
+	s.log.Info("config reloaded", "upstreams", len(c.Upstreams))
+}
+
+// Serve accepts connections on ln until it is closed or Shutdown is called.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return errors.New("proxy: server is shutting down")
+	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Error("accept failed", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			conn.Close()
+			return nil
+		}
+		s.handshake++
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			s.handleConn(conn)
+		}()
+	}
+}
+
+// SessionCount returns the number of admitted sessions.
+func (s *Server) SessionCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Shutdown stops accepting and waits for sessions to end. When ctx ends
+// first, the remaining sessions are ended with 57P01 and their running
+// statements are cancelled upstream.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	live := make([]*Session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		live = append(live, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range live {
+		ss.Kill(&Refusal{Code: codeAdminShutdown, Fatal: true, Reason: "shutdown",
+			Message: "terminating connection because the sekisho gateway is shutting down",
+			Hint:    "Reconnect in a moment."})
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		return errors.New("proxy: sessions still running after shutdown")
+	}
+	return ctx.Err()
+}
+
+// register gives a new session a BackendKeyData key of its own. The client
+// never learns the upstream's key; a CancelRequest must present ours.
+func (s *Server) register(ss *Session) error {
+	secret := make([]byte, 4)
+	var pidb [4]byte
+	for {
+		if _, err := rand.Read(pidb[:]); err != nil {
+			return err
+		}
+		if _, err := rand.Read(secret); err != nil {
+			return err
+		}
+		pid := binary.BigEndian.Uint32(pidb[:]) & 0x7fffffff
+		if pid == 0 {
+			continue
+		}
+		s.mu.Lock()
+		if _, taken := s.sessions[pid]; !taken {
+			ss.keyPID, ss.keySecret = pid, secret
+			s.sessions[pid] = ss
+			s.handshake--
+			s.mu.Unlock()
+			return nil
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *Server) unregister(ss *Session) {
+	s.mu.Lock()
+	if s.sessions[ss.keyPID] == ss {
+		delete(s.sessions, ss.keyPID)
+	}
+	s.mu.Unlock()
+}
+
+// handleCancel acts on a CancelRequest. A key that matches no session does
+// nothing: the requester learns nothing either way.
+func (s *Server) handleCancel(req *pgproto3.CancelRequest, source string) {
+	s.mu.Lock()
+	ss := s.sessions[req.ProcessID]
+	s.mu.Unlock()
+	ok := ss != nil && subtle.ConstantTimeCompare(ss.keySecret, req.SecretKey) == 1
+	ev := audit.Event{Type: audit.Cancel, Source: source, Outcome: audit.OutcomeRefused, Reason: "unknown_key"}
+	if ok {
+		ev.Session, ev.User, ev.Database, ev.Outcome, ev.Reason = ss.id, ss.principal.User, ss.principal.Database, audit.OutcomeOK, ""
+	}
+	s.record(ev)
+	if ok {
+		if err := ss.cancelUpstream(); err != nil {
+			s.log.Warn("upstream cancel failed", "session", ss.id, "err", err)
+		}
+	}
+}
+
+// record writes an audit event; a failure is logged (callers that must
+// fail closed check the error themselves).
+func (s *Server) record(e audit.Event) error {
+	if e.Time.IsZero() {
+		e.Time = s.now()
+	}
+	err := s.audit.Record(e)
+	if err != nil {
+		s.log.Error("audit record failed", "type", string(e.Type), "err", err)
+	}
+	return err
+}
+
+func (s *Server) slotsFree() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)+s.handshake <= s.cfg.Load().Limits.MaxSessions
+}
+
+var errAuditFailed = fmt.Errorf("audit unavailable")

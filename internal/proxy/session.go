@@ -1,0 +1,660 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sekisho/sekisho/internal/audit"
+	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/sqlscope"
+	"github.com/sekisho/sekisho/internal/wire"
+)
+
+// flushAt is how much the relay buffers before it writes even while more
+// input is waiting: big enough to fill a TCP segment train, small enough to
+// keep a session's memory bounded whatever the result size.
+const flushAt = 64 << 10
+
+// Session is one admitted client relayed to its upstream.
+type Session struct {
+	srv       *Server
+	cfg       *config.Config
+	id        uint64
+	principal Principal
+	inspector Inspector
+
+	client net.Conn
+	cr     *wire.Reader
+	up     *upstreamConn
+	ur     *wire.Reader
+
+	keyPID    uint32
+	keySecret []byte
+
+	cw clientWriter // only the upstream→client direction writes while the relay runs
+	uw []byte       // only the client→upstream direction writes upstream
+
+	// refusalToken marks the stand-in statement forwarded in place of a
+	// refused one; it is random per session so no client can forge it.
+	refusalToken string
+	refusalSeq   int
+
+	mu      sync.Mutex
+	pending int    // Query, Sync and FunctionCall messages not yet answered by ReadyForQuery
+	runs    []*run // statements in the order the upstream will answer them
+	killed  *Refusal
+
+	started time.Time
+	ended   atomic.Bool
+}
+
+// run is a statement (or a Sync) on its way through the upstream.
+type run struct {
+	kind    byte // 'Q' simple query, 'E' Execute, 'S' Sync, 'R' refused Parse
+	text    string
+	start   time.Time
+	rows    int64
+	tagRows int64
+	err     string
+	refusal *Refusal
+	token   string
+}
+
+type clientWriter struct {
+	mu   sync.Mutex
+	conn net.Conn
+	buf  []byte
+}
+
+func (w *clientWriter) appendMsg(m pgproto3.BackendMessage) {
+	w.buf, _ = m.Encode(w.buf)
+}
+
+func (w *clientWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.conn.Write(w.buf)
+	if cap(w.buf) > 4*flushAt {
+		w.buf = nil // one huge message must not pin its buffer for the session
+	} else {
+		w.buf = w.buf[:0]
+	}
+	return err
+}
+
+func newSession(s *Server, cfg *config.Config, p Principal, client net.Conn, cr *wire.Reader, up *upstreamConn) *Session {
+	tok := make([]byte, 8)
+	_, _ = rand.Read(tok)
+	ss := &Session{
+		srv: s, cfg: cfg, id: p.Session, principal: p, client: client, cr: cr, up: up,
+		ur:           wire.NewReader(up.conn, wire.DefaultMaxMessageLen),
+		refusalToken: "sekisho_refusal_" + hex.EncodeToString(tok),
+		started:      s.now(),
+	}
+	ss.cw.conn = client
+	cr.SetMaxLen(cfg.Limits.MaxMessageBytes)
+	if s.inspect != nil {
+		ss.inspector = s.inspect(p)
+	}
+	return ss
+}
+
+// Errors that end a session, each with its audit reason.
+var (
+	errClientTerminate = errors.New("client_terminate")
+	errClientClosed    = errors.New("client_closed")
+	errUpstreamLost    = errors.New("upstream_lost")
+	errIdleTimeout     = errors.New("idle_timeout")
+	errProtocol        = errors.New("protocol_violation")
+	errKilled          = errors.New("killed")
+)
+
+// run finishes the startup the client sees and relays until either side
+// ends. Both directions are waited for before it returns.
+func (ss *Session) run() {
+	defer ss.srv.unregister(ss)
+	// The client gets the upstream's parameters and our own cancel key.
+	ss.cw.appendMsg(&pgproto3.AuthenticationOk{})
+	keys := make([]string, 0, len(ss.up.params))
+	for k := range ss.up.params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		ss.cw.appendMsg(&pgproto3.ParameterStatus{Name: k, Value: ss.up.params[k]})
+	}
+	ss.cw.appendMsg(&pgproto3.BackendKeyData{ProcessID: ss.keyPID, SecretKey: ss.keySecret})
+	ss.cw.appendMsg(&pgproto3.ReadyForQuery{TxStatus: ss.up.tx})
+	if err := ss.cw.flush(); err != nil {
+		ss.up.close()
+		ss.end(errClientClosed)
+		return
+	}
+
+	g, ctx := errgroup.WithContext(context.Background())
+	stop := context.AfterFunc(ctx, func() {
+		// The first direction to fail ends the other: closing both sockets
+		// unblocks any read or write in progress.
+		ss.client.Close()
+		ss.up.conn.Close()
+	})
+	defer stop()
+	g.Go(ss.clientToUpstream)
+	g.Go(ss.upstreamToClient)
+	err := g.Wait()
+	ss.ended.Store(true)
+	ss.end(err)
+}
+
+// end cleans up the upstream and records the session's end.
+func (ss *Session) end(err error) {
+	ss.mu.Lock()
+	busy := ss.pending > 0
+	killed := ss.killed
+	ss.mu.Unlock()
+	reason := "client_closed"
+	switch {
+	case killed != nil:
+		reason = killed.Reason
+	case err != nil:
+		var r *Refusal
+		if errors.As(err, &r) {
+			reason = r.Reason
+		} else {
+			reason = err.Error()
+			for _, e := range []error{errClientTerminate, errClientClosed, errUpstreamLost, errIdleTimeout, errProtocol} {
+				if errors.Is(err, e) {
+					reason = e.Error()
+				}
+			}
+		}
+	}
+	// A client that left while the upstream was still working must not
+	// leave a backend running its query: cancel it, then close.
+	if busy && !errors.Is(err, errUpstreamLost) {
+		if cerr := ss.up.cancel(); cerr != nil {
+			ss.srv.log.Warn("upstream cancel at session end failed", "session", ss.id, "err", cerr)
+		}
+	}
+	ss.up.close()
+	ss.client.Close()
+	_ = ss.srv.record(audit.Event{Type: audit.SessionEnd, Session: ss.id, User: ss.principal.User, Role: ss.principal.Role,
+		Source: ss.principal.Source, Database: ss.principal.Database, Reason: reason,
+		Duration: ms(ss.srv.now().Sub(ss.started))})
+}
+
+// Kill ends the session from outside (shutdown, later suspension): the
+// client gets r, a statement in progress is cancelled upstream.
+func (ss *Session) Kill(r *Refusal) {
+	ss.mu.Lock()
+	if ss.killed != nil {
+		ss.mu.Unlock()
+		return
+	}
+	ss.killed = r
+	ss.mu.Unlock()
+	ss.cw.mu.Lock()
+	_ = ss.client.SetWriteDeadline(time.Now().Add(time.Second))
+	ss.cw.buf = ss.cw.buf[:0]
+	ss.cw.appendMsg(r.ErrorResponse())
+	_ = ss.cw.flush()
+	ss.cw.mu.Unlock()
+	ss.client.Close()
+	ss.up.conn.Close()
+}
+
+func (ss *Session) cancelUpstream() error { return ss.up.cancel() }
+
+// sendFatal tells the client why the session ends (best effort).
+func (ss *Session) sendFatal(r *Refusal) {
+	r.Fatal = true
+	ss.cw.mu.Lock()
+	defer ss.cw.mu.Unlock()
+	_ = ss.client.SetWriteDeadline(time.Now().Add(time.Second))
+	ss.cw.appendMsg(r.ErrorResponse())
+	_ = ss.cw.flush()
+}
+
+// setIdleDeadline arms the idle timeout while nothing is outstanding and
+// disarms it while the upstream works. Callers hold ss.mu.
+func (ss *Session) setIdleDeadlineLocked() {
+	if ss.cfg.Limits.IdleTimeout <= 0 {
+		return
+	}
+	if ss.pending == 0 {
+		_ = ss.client.SetReadDeadline(time.Now().Add(ss.cfg.Limits.IdleTimeout.D()))
+	} else {
+		_ = ss.client.SetReadDeadline(time.Time{})
+	}
+}
+
+// clientToUpstream reads client messages, lets the inspector decide the
+// statements, and forwards them.
+func (ss *Session) clientToUpstream() error {
+	var dec wire.FrontendDecoder
+	stmts := map[string]string{}   // prepared statement name → redacted text
+	portals := map[string]string{} // portal name → redacted text
+	ss.mu.Lock()
+	ss.setIdleDeadlineLocked()
+	ss.mu.Unlock()
+	for {
+		typ, body, err := ss.cr.Next()
+		if err != nil {
+			return ss.clientReadError(err)
+		}
+		switch typ {
+		case 'Q':
+			m, derr := dec.Decode(typ, body)
+			if derr != nil {
+				return ss.protocolError("malformed Query message")
+			}
+			text := m.(*pgproto3.Query).String
+			r := &run{kind: 'Q', text: sqlscope.Redact(text), start: ss.srv.now()}
+			if ref := ss.decide(&Statement{Kind: 'Q', Text: text, Redacted: r.text}); ref != nil {
+				r.refusal, r.token = ref, ss.nextToken()
+				ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
+			} else {
+				ss.uw = wire.AppendFrame(ss.uw, typ, body)
+			}
+			ss.enqueue(r, true)
+		case 'P':
+			m, derr := dec.Decode(typ, body)
+			if derr != nil {
+				return ss.protocolError("malformed Parse message")
+			}
+			p := m.(*pgproto3.Parse)
+			red := sqlscope.Redact(p.Query)
+			stmts[p.Name] = red
+			if ref := ss.decide(&Statement{Kind: 'P', Text: p.Query, Redacted: red, Name: p.Name}); ref != nil {
+				r := &run{kind: 'R', text: red, start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
+				ss.uw, _ = (&pgproto3.Parse{Name: p.Name, Query: r.token}).Encode(ss.uw)
+				ss.enqueue(r, false)
+			} else {
+				ss.uw = wire.AppendFrame(ss.uw, typ, body)
+			}
+		case 'B':
+			m, derr := dec.Decode(typ, body)
+			if derr != nil {
+				return ss.protocolError("malformed Bind message")
+			}
+			b := m.(*pgproto3.Bind)
+			portals[b.DestinationPortal] = stmts[b.PreparedStatement]
+			ss.uw = wire.AppendFrame(ss.uw, typ, body)
+		case 'E':
+			m, derr := dec.Decode(typ, body)
+			if derr != nil {
+				return ss.protocolError("malformed Execute message")
+			}
+			ss.enqueue(&run{kind: 'E', text: portals[m.(*pgproto3.Execute).Portal], start: ss.srv.now()}, false)
+			ss.uw = wire.AppendFrame(ss.uw, typ, body)
+		case 'C':
+			m, derr := dec.Decode(typ, body)
+			if derr != nil {
+				return ss.protocolError("malformed Close message")
+			}
+			c := m.(*pgproto3.Close)
+			if c.ObjectType == 'S' {
+				delete(stmts, c.Name)
+			} else {
+				delete(portals, c.Name)
+			}
+			ss.uw = wire.AppendFrame(ss.uw, typ, body)
+		case 'S':
+			ss.enqueue(&run{kind: 'S'}, true)
+			ss.uw = wire.AppendFrame(ss.uw, typ, body)
+		case 'F':
+			// FunctionCall (the fast-path interface) names a function by
+			// OID with no SQL to analyse: refused, in order, like a
+			// refused Query (it is a sync point of its own).
+			if _, derr := dec.Decode(typ, body); derr != nil {
+				return ss.protocolError("malformed FunctionCall message")
+			}
+			ref := &Refusal{Code: codeFeatureNotSupported, Reason: "function_call_refused",
+				Message: "the FunctionCall (fast-path) protocol message is not allowed through sekisho",
+				Hint:    "Call the function with a SELECT statement instead (large objects: use lo_* SQL functions)."}
+			r := &run{kind: 'Q', text: "(FunctionCall)", start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
+			ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
+			ss.enqueue(r, true)
+		case 'D', 'H', 'd', 'c', 'f':
+			ss.uw = wire.AppendFrame(ss.uw, typ, body)
+		case 'X':
+			ss.uw = wire.AppendFrame(ss.uw, typ, body)
+			_, _ = ss.up.conn.Write(ss.uw)
+			return errClientTerminate
+		default:
+			return ss.protocolError(fmt.Sprintf("unknown message type %q", typ))
+		}
+		if ss.cr.Buffered() == 0 || len(ss.uw) >= flushAt {
+			if _, err := ss.up.conn.Write(ss.uw); err != nil {
+				return errUpstreamLost
+			}
+			if cap(ss.uw) > 4*flushAt {
+				ss.uw = nil
+			} else {
+				ss.uw = ss.uw[:0]
+			}
+		}
+	}
+}
+
+func (ss *Session) decide(st *Statement) *Refusal {
+	if ss.inspector == nil {
+		return nil
+	}
+	st.Principal = ss.principal
+	return ss.inspector.Statement(st)
+}
+
+func (ss *Session) nextToken() string {
+	ss.refusalSeq++
+	return ss.refusalToken + "_" + strconv.Itoa(ss.refusalSeq)
+}
+
+// enqueue records what the upstream will answer next; syncPoint marks
+// messages answered by a ReadyForQuery.
+func (ss *Session) enqueue(r *run, syncPoint bool) {
+	ss.mu.Lock()
+	ss.runs = append(ss.runs, r)
+	if syncPoint {
+		ss.pending++
+		ss.setIdleDeadlineLocked()
+	}
+	ss.mu.Unlock()
+}
+
+func (ss *Session) clientReadError(err error) error {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		ss.sendFatal(&Refusal{Code: codeIdleSessionTimeout, Reason: "idle_timeout",
+			Message: fmt.Sprintf("terminating connection due to idle-session timeout (%s)", ss.cfg.Limits.IdleTimeout.D()),
+			Hint:    "Reconnect when you need the database again."})
+		return errIdleTimeout
+	case errors.Is(err, wire.ErrMessageTooLong):
+		return ss.refuseFatal(&Refusal{Code: codeProgramLimitExceeded, Reason: "message_too_long",
+			Message: fmt.Sprintf("a client message exceeds the gateway's limit of %d bytes", ss.cfg.Limits.MaxMessageBytes),
+			Hint:    "Send smaller statements or COPY in smaller pieces; the limit is limits.max_message_bytes."})
+	case errors.Is(err, wire.ErrMalformed):
+		return ss.protocolError("invalid message framing")
+	}
+	if ss.killedRefusal() != nil {
+		return errKilled
+	}
+	return errClientClosed
+}
+
+func (ss *Session) killedRefusal() *Refusal {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.killed
+}
+
+func (ss *Session) protocolError(what string) error {
+	return ss.refuseFatal(protocolRefusal(what))
+}
+
+func (ss *Session) refuseFatal(r *Refusal) error {
+	ss.sendFatal(r)
+	return r
+}
+
+// upstreamToClient relays the upstream's answers, applying the inspector's
+// row filters, substituting refusals, and recording each statement.
+func (ss *Session) upstreamToClient() error {
+	var dec wire.BackendDecoder
+	var filter RowFilter
+	var cur *run // the statement whose rows are arriving
+	for {
+		typ, body, err := ss.ur.Next()
+		if err != nil {
+			if ss.killedRefusal() != nil || ss.ended.Load() {
+				return errKilled
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return errClientClosed
+			}
+			ss.sendFatal(&Refusal{Code: codeConnectionFailure, Reason: "upstream_lost",
+				Message: fmt.Sprintf("sekisho lost the connection to the database server for %q", ss.principal.Database),
+				Hint:    "Reconnect; the open transaction, if any, was rolled back."})
+			return errUpstreamLost
+		}
+		if cur == nil {
+			cur = ss.head()
+		}
+		forward := true
+		switch typ {
+		case 'D':
+			if cur != nil {
+				cur.rows++
+			}
+			if filter != nil {
+				m, derr := dec.Decode(typ, body)
+				if derr != nil {
+					return errUpstreamLost
+				}
+				row := m.(*pgproto3.DataRow)
+				if ref := filter(row.Values); ref != nil {
+					return ss.refuseFatal(ref)
+				}
+				ss.cw.mu.Lock()
+				ss.cw.appendMsg(row)
+				ss.cw.mu.Unlock()
+				forward = false
+			}
+		case 'T':
+			filter = nil
+			if ss.inspector != nil {
+				m, derr := dec.Decode(typ, body)
+				if derr != nil {
+					return errUpstreamLost
+				}
+				filter = ss.inspector.Result(m.(*pgproto3.RowDescription))
+			}
+		case 'C':
+			filter = nil
+			if cur != nil {
+				cur.tagRows += tagRows(body)
+				if cur.kind == 'E' {
+					ss.finish(cur, audit.OutcomeOK)
+					cur = nil
+				}
+			}
+		case 's', 'I':
+			filter = nil
+			if cur != nil && cur.kind == 'E' {
+				ss.finish(cur, audit.OutcomeOK)
+				cur = nil
+			}
+		case 'E':
+			filter = nil
+			m, derr := dec.Decode(typ, body)
+			if derr != nil {
+				return errUpstreamLost
+			}
+			e := m.(*pgproto3.ErrorResponse)
+			if r := ss.refusalFor(e); r != nil {
+				// The stand-in statement failed as planned: the client
+				// sees the refusal, in the place of the refused statement.
+				ss.cw.mu.Lock()
+				ss.cw.appendMsg(r.refusal.ErrorResponse())
+				ss.cw.mu.Unlock()
+				forward = false
+				r.err = r.refusal.Code
+				if r.kind == 'R' {
+					ss.finish(r, audit.OutcomeRefused)
+				} // a refused Query is recorded at its ReadyForQuery
+			} else if cur != nil {
+				cur.err = e.Code
+				if cur.kind == 'E' {
+					ss.finish(cur, audit.OutcomeError)
+				}
+			}
+			cur = nil
+			if e.Severity == "FATAL" || e.Severity == "PANIC" {
+				ss.cw.mu.Lock()
+				ss.cw.appendFrame(typ, body)
+				_ = ss.cw.flush()
+				ss.cw.mu.Unlock()
+				return errUpstreamLost
+			}
+		case 'Z':
+			filter = nil
+			ss.readyForQuery()
+			cur = nil
+		}
+		if forward {
+			ss.cw.mu.Lock()
+			ss.cw.appendFrame(typ, body)
+			ss.cw.mu.Unlock()
+		}
+		if ss.ur.Buffered() == 0 || len(ss.cw.buf) >= flushAt {
+			ss.cw.mu.Lock()
+			err := ss.cw.flush()
+			ss.cw.mu.Unlock()
+			if err != nil {
+				return errClientClosed
+			}
+		}
+	}
+}
+
+func (w *clientWriter) appendFrame(typ byte, body []byte) {
+	w.buf = wire.AppendFrame(w.buf, typ, body)
+}
+
+// head returns the oldest statement the upstream has not finished.
+func (ss *Session) head() *run {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, r := range ss.runs {
+		if r.kind == 'Q' || r.kind == 'E' {
+			return r
+		}
+		if r.kind == 'S' {
+			return nil
+		}
+	}
+	return nil
+}
+
+// refusalFor finds the refused statement whose stand-in caused e, among
+// the statements before the next sync point.
+func (ss *Session) refusalFor(e *pgproto3.ErrorResponse) *run {
+	if e.Code != "42601" {
+		return nil
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, r := range ss.runs {
+		if r.refusal != nil && strings.Contains(e.Message, `"`+r.token+`"`) {
+			return r
+		}
+		if r.kind == 'S' || r.kind == 'Q' && r.refusal == nil {
+			break
+		}
+	}
+	return nil
+}
+
+// finish records a statement and takes it off the queue.
+func (ss *Session) finish(r *run, outcome string) {
+	ss.mu.Lock()
+	for i, x := range ss.runs {
+		if x == r {
+			ss.runs = append(ss.runs[:i], ss.runs[i+1:]...)
+			break
+		}
+	}
+	ss.mu.Unlock()
+	ss.recordRun(r, outcome)
+}
+
+func (ss *Session) recordRun(r *run, outcome string) {
+	rows := r.rows
+	if rows == 0 {
+		rows = r.tagRows
+	}
+	proto := "simple"
+	if r.kind != 'Q' {
+		proto = "extended"
+	}
+	_ = ss.srv.record(audit.Event{Type: audit.Statement, Session: ss.id, User: ss.principal.User, Role: ss.principal.Role,
+		Source: ss.principal.Source, Database: ss.principal.Database, Statement: r.text, Protocol: proto,
+		Rows: rows, Duration: ms(ss.srv.now().Sub(r.start)), Outcome: outcome, SQLState: r.err})
+}
+
+// readyForQuery ends a sync unit: the simple query (or Sync) at the head
+// completes, and extended statements skipped after an error are dropped.
+func (ss *Session) readyForQuery() {
+	ss.mu.Lock()
+	var done *run
+	var skippedRefusals []*run
+	i := 0
+	for ; i < len(ss.runs); i++ {
+		r := ss.runs[i]
+		if r.kind == 'R' {
+			skippedRefusals = append(skippedRefusals, r)
+		}
+		if r.kind == 'Q' {
+			done = r
+			i++
+			break
+		}
+		if r.kind == 'S' {
+			i++
+			break
+		}
+		// An Execute or refused Parse still queued here was skipped by
+		// the server after an earlier error in the same pipeline.
+	}
+	ss.runs = ss.runs[i:]
+	if ss.pending > 0 {
+		ss.pending--
+	}
+	ss.setIdleDeadlineLocked()
+	ss.mu.Unlock()
+	// A refusal decided but not reached (an earlier error aborted the
+	// pipeline) is still a decision the audit trail keeps.
+	for _, r := range skippedRefusals {
+		r.err = r.refusal.Code
+		ss.recordRun(r, audit.OutcomeRefused)
+	}
+	if done != nil {
+		outcome := audit.OutcomeOK
+		switch {
+		case done.refusal != nil:
+			outcome, done.err = audit.OutcomeRefused, done.refusal.Code
+		case done.err != "":
+			outcome = audit.OutcomeError
+		}
+		ss.recordRun(done, outcome)
+	}
+}
+
+// tagRows reads the row count at the end of a CommandComplete tag
+// ("SELECT 5", "INSERT 0 5", "COPY 5").
+func tagRows(body []byte) int64 {
+	tag := strings.TrimRight(string(body), "\x00")
+	i := strings.LastIndexByte(tag, ' ')
+	if i < 0 {
+		return 0
+	}
+	n, _ := strconv.ParseInt(tag[i+1:], 10, 64)
+	return n
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

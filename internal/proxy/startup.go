@@ -1,0 +1,391 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/sekisho/sekisho/internal/audit"
+	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/identity"
+	"github.com/sekisho/sekisho/internal/store"
+	"github.com/sekisho/sekisho/internal/wire"
+)
+
+// clientParams are the startup parameters passed on to the upstream. Any
+// other parameter is refused: "options" in particular could set server
+// settings (role, session_authorization) the gateway has not decided.
+var clientParams = map[string]bool{
+	"application_name":            true,
+	"client_encoding":             true,
+	"DateStyle":                   true,
+	"TimeZone":                    true,
+	"IntervalStyle":               true,
+	"extra_float_digits":          true,
+	"search_path":                 true,
+	"lc_monetary":                 true,
+	"lc_numeric":                  true,
+	"lc_time":                     true,
+	"bytea_output":                true,
+	"standard_conforming_strings": true,
+}
+
+// handshake is one connection before it becomes a session.
+type handshake struct {
+	s      *Server
+	cfg    *config.Config
+	conn   net.Conn
+	source string
+	tls    bool
+	ev     audit.Event // the connection event, filled in as facts are learnt
+}
+
+func (s *Server) handleConn(raw net.Conn) {
+	cfg := s.cfg.Load()
+	h := &handshake{s: s, cfg: cfg, conn: raw, source: raw.RemoteAddr().String()}
+	h.ev = audit.Event{Type: audit.ConnectionRefused, Session: s.nextID.Add(1), Source: h.source}
+	registered := false
+	defer func() {
+		if !registered {
+			s.mu.Lock()
+			s.handshake--
+			s.mu.Unlock()
+		}
+		h.conn.Close()
+	}()
+	_ = raw.SetDeadline(s.now().Add(cfg.Limits.StartupTimeout.D()))
+
+	if !s.slotsFree() {
+		h.refuse(&Refusal{Code: codeTooManyConnections, Fatal: true, Reason: "too_many_sessions",
+			Message: "sorry, too many clients already: the gateway's session limit is reached",
+			Hint:    "Try again later, or ask " + cfg.Contact + " to raise limits.max_sessions."})
+		return
+	}
+	sm, ref := h.startup()
+	if ref != nil {
+		h.refuse(ref)
+		return
+	}
+	if sm == nil {
+		return // a CancelRequest, handled and audited
+	}
+	cr := wire.NewReader(h.conn, wire.MaxAuthMessageLen)
+	p, up, ref := h.authenticate(sm, cr)
+	if ref != nil {
+		h.refuse(ref)
+		return
+	}
+	ss := newSession(s, cfg, p, h.conn, cr, up)
+	if err := s.register(ss); err != nil {
+		up.close()
+		h.refuse(&Refusal{Code: codeCannotConnect, Fatal: true, Reason: "internal_error",
+			Message: "sekisho could not start the session", Hint: "Try again; if it persists, tell " + cfg.Contact + "."})
+		return
+	}
+	registered = true
+	h.ev.Type = audit.ConnectionAccepted
+	if err := s.record(h.ev); err != nil {
+		s.unregister(ss)
+		up.close()
+		h.ev.Type = audit.ConnectionRefused
+		h.refuse(auditRefusal(cfg))
+		return
+	}
+	_ = raw.SetDeadline(time.Time{})
+	_ = h.conn.SetDeadline(time.Time{})
+	ss.run()
+}
+
+// refuse sends the refusal (when the client can still read it) and records
+// the refused attempt.
+func (h *handshake) refuse(r *Refusal) {
+	r.Fatal = true
+	h.ev.Type = audit.ConnectionRefused
+	h.ev.Reason = r.Reason
+	h.ev.SQLState = r.Code
+	_ = h.s.record(h.ev)
+	if r.Code == "" {
+		return // the client is gone or broke TLS: nothing to tell it
+	}
+	b, err := r.ErrorResponse().Encode(nil)
+	if err == nil {
+		_ = h.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		_, _ = h.conn.Write(b)
+	}
+}
+
+// startup reads the startup packets: SSLRequest (answered, then TLS),
+// GSSENCRequest (declined), CancelRequest (acted on) and finally the
+// StartupMessage. It returns nil, nil after a CancelRequest.
+func (h *handshake) startup() (*pgproto3.StartupMessage, *Refusal) {
+	sawSSL := false
+	for {
+		msg, err := wire.ReadStartup(h.conn)
+		if err != nil {
+			return nil, startupReadRefusal(err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.SSLRequest:
+			if sawSSL {
+				return nil, &Refusal{Code: codeProtocolViolation, Reason: "protocol_violation",
+					Message: "protocol violation: a second SSLRequest", Hint: "Send one SSLRequest, then the startup message over TLS."}
+			}
+			sawSSL = true
+			if h.s.tls == nil {
+				if _, err := h.conn.Write([]byte{'N'}); err != nil {
+					return nil, &Refusal{Reason: "client_closed"}
+				}
+				continue
+			}
+			if _, err := h.conn.Write([]byte{'S'}); err != nil {
+				return nil, &Refusal{Reason: "client_closed"}
+			}
+			tc := tls.Server(h.conn, h.s.tls)
+			if err := tc.Handshake(); err != nil {
+				return nil, &Refusal{Reason: "tls_handshake_failed"}
+			}
+			h.conn, h.tls = tc, true
+		case *pgproto3.GSSEncRequest:
+			if _, err := h.conn.Write([]byte{'N'}); err != nil {
+				return nil, &Refusal{Reason: "client_closed"}
+			}
+		case *pgproto3.CancelRequest:
+			h.s.handleCancel(m, h.source)
+			return nil, nil
+		case *pgproto3.StartupMessage:
+			return m, h.checkStartup(m)
+		}
+	}
+}
+
+func startupReadRefusal(err error) *Refusal {
+	if errors.Is(err, wire.ErrMalformed) {
+		return &Refusal{Code: codeProtocolViolation, Reason: "protocol_violation",
+			Message: "invalid startup packet: this is a PostgreSQL gateway",
+			Hint:    "Connect with a PostgreSQL client (psql, libpq, JDBC)."}
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return &Refusal{Code: codeProtocolViolation, Reason: "startup_timeout",
+			Message: "the startup did not finish in time", Hint: "Check the network between the client and the gateway."}
+	}
+	return &Refusal{Reason: "client_closed"}
+}
+
+// checkStartup enforces TLS and the startup parameters.
+func (h *handshake) checkStartup(m *pgproto3.StartupMessage) *Refusal {
+	h.ev.User = m.Parameters["user"]
+	h.ev.Database = m.Parameters["database"]
+	if h.ev.Database == "" {
+		h.ev.Database = h.ev.User
+	}
+	if !h.tls && !h.cfg.Listen.AllowPlaintext {
+		return &Refusal{Code: codeInvalidAuthorization, Reason: "tls_required",
+			Message: "sekisho requires TLS: the connection was not encrypted",
+			Hint:    "Connect with sslmode=require, or sslmode=verify-full with sslrootcert set to the gateway's CA certificate."}
+	}
+	if h.ev.User == "" {
+		return &Refusal{Code: codeInvalidAuthorization, Reason: "no_user",
+			Message: "no user name in the startup message", Hint: "Give a user name (psql -U NAME)."}
+	}
+	if _, ok := m.Parameters["replication"]; ok {
+		return &Refusal{Code: codeFeatureNotSupported, Reason: "replication_refused",
+			Message: "replication connections are not allowed through sekisho", Hint: "Run replication on the database network, not through the gateway."}
+	}
+	for k := range m.Parameters {
+		if k == "user" || k == "database" || clientParams[k] || strings.HasPrefix(k, "_pq_.") {
+			continue
+		}
+		return &Refusal{Code: codeFeatureNotSupported, Reason: "startup_parameter_refused",
+			Message: fmt.Sprintf("startup parameter %q is not allowed through sekisho", k),
+			Hint:    "Remove it from the connection settings (for example PGOPTIONS); set session settings with SET after connecting."}
+	}
+	return nil
+}
+
+// authenticate runs SCRAM-SHA-256 against the user's verifier, admits the
+// account, and connects the upstream. Only then does the client see
+// AuthenticationOk.
+func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (Principal, *upstreamConn, *Refusal) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Limits.StartupTimeout.D())
+	defer cancel()
+	user := h.ev.User
+	u, err := h.s.store.User(ctx, user)
+	known := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		h.s.log.Error("state store lookup failed", "err", err)
+		return Principal{}, nil, &Refusal{Code: codeCannotConnect, Reason: "store_unavailable",
+			Message: "sekisho cannot check accounts right now", Hint: "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
+	}
+	v, perr := identity.ParseVerifier(u.Verifier)
+	if !known || perr != nil {
+		v = identity.DecoyVerifier(h.s.decoyKey, user)
+	}
+	scram := identity.NewScramServer(v, !known || perr != nil)
+
+	// Protocol negotiation, as PostgreSQL does it: offer 3.0 and name the
+	// _pq_ options we do not know.
+	if minor := sm.ProtocolVersion & 0xffff; minor > 0 || hasPQOptions(sm) {
+		var unknown []string
+		for k := range sm.Parameters {
+			if strings.HasPrefix(k, "_pq_.") {
+				unknown = append(unknown, k)
+			}
+		}
+		sort.Strings(unknown)
+		if err := h.send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown}); err != nil {
+			return Principal{}, nil, &Refusal{Reason: "client_closed"}
+		}
+	}
+	if err := h.send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{identity.ScramMechanism}}); err != nil {
+		return Principal{}, nil, &Refusal{Reason: "client_closed"}
+	}
+	body, ref := h.readPassword(cr)
+	if ref != nil {
+		return Principal{}, nil, ref
+	}
+	var first pgproto3.SASLInitialResponse
+	if err := first.Decode(body); err != nil {
+		return Principal{}, nil, protocolRefusal("malformed SASLInitialResponse")
+	}
+	if first.AuthMechanism != identity.ScramMechanism {
+		return Principal{}, nil, &Refusal{Code: codeInvalidAuthorization, Reason: "bad_sasl_mechanism",
+			Message: "SASL mechanism not supported: sekisho offers only SCRAM-SHA-256", Hint: "Use a client that supports SCRAM-SHA-256 (libpq 10 or later)."}
+	}
+	serverFirst, err := scram.ClientFirst(first.Data)
+	if err != nil {
+		return Principal{}, nil, badPassword(user, h.cfg)
+	}
+	if err := h.send(&pgproto3.AuthenticationSASLContinue{Data: serverFirst}); err != nil {
+		return Principal{}, nil, &Refusal{Reason: "client_closed"}
+	}
+	body, ref = h.readPassword(cr)
+	if ref != nil {
+		return Principal{}, nil, ref
+	}
+	var final pgproto3.SASLResponse
+	if err := final.Decode(body); err != nil {
+		return Principal{}, nil, protocolRefusal("malformed SASLResponse")
+	}
+	serverFinal, err := scram.ClientFinal(final.Data)
+	if err != nil {
+		return Principal{}, nil, badPassword(user, h.cfg)
+	}
+
+	// Admission: only now, after the password proved who this is, may the
+	// refusal say what is wrong with the account.
+	now := h.s.now()
+	h.ev.Role = u.Role
+	switch {
+	case u.Disabled:
+		return Principal{}, nil, &Refusal{Code: codeInvalidAuthorization, Reason: "account_disabled",
+			Message: fmt.Sprintf("account %q is disabled", user), Hint: "Ask " + h.cfg.Contact + " to enable it."}
+	case u.Expired(now):
+		return Principal{}, nil, &Refusal{Code: codeInvalidAuthorization, Reason: "account_expired",
+			Message: fmt.Sprintf("account %q expired on %s", user, u.Expires.UTC().Format("2006-01-02 15:04 MST")),
+			Hint:    "Ask " + h.cfg.Contact + " to extend it (sekisho user extend)."}
+	case len(h.cfg.Roles) > 0 && !h.cfg.HasRole(u.Role):
+		return Principal{}, nil, &Refusal{Code: codeInvalidAuthorization, Reason: "role_not_configured",
+			Message: fmt.Sprintf("account %q has role %q, which this gateway does not define", user, u.Role),
+			Hint:    "Ask " + h.cfg.Contact + " to fix the account's role or the gateway's roles."}
+	}
+	upCfg, ok := h.cfg.Upstream(h.ev.Database)
+	if !ok {
+		return Principal{}, nil, &Refusal{Code: codeInvalidCatalogName, Reason: "unknown_database",
+			Message: fmt.Sprintf("database %q is not served by this gateway", h.ev.Database),
+			Hint:    "Connect to one of: " + strings.Join(databaseNames(h.cfg), ", ") + "."}
+	}
+	params := map[string]string{}
+	for k, v := range sm.Parameters {
+		if clientParams[k] {
+			params[k] = v
+		}
+	}
+	up, err := dialUpstream(ctx, upCfg, params, h.cfg.Limits.UpstreamTimeout.D())
+	if err != nil {
+		h.s.log.Warn("upstream connect failed", "database", h.ev.Database, "host", upCfg.Host, "port", upCfg.Port, "err", err)
+		return Principal{}, nil, &Refusal{Code: codeCannotConnect, Reason: "upstream_unavailable",
+			Message: fmt.Sprintf("sekisho could not connect to the database server for %q", h.ev.Database),
+			Hint:    "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
+	}
+	p := Principal{User: user, Role: u.Role, Database: h.ev.Database, Source: h.source, Session: h.ev.Session}
+	if err := h.send(&pgproto3.AuthenticationSASLFinal{Data: serverFinal}); err != nil {
+		up.close()
+		return Principal{}, nil, &Refusal{Reason: "client_closed"}
+	}
+	return p, up, nil
+}
+
+func (h *handshake) send(m pgproto3.BackendMessage) error {
+	b, err := m.Encode(nil)
+	if err != nil {
+		return err
+	}
+	_, err = h.conn.Write(b)
+	return err
+}
+
+// readPassword reads the client's next authentication message ('p').
+func (h *handshake) readPassword(cr *wire.Reader) ([]byte, *Refusal) {
+	typ, body, err := cr.Next()
+	if err != nil {
+		if errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrMessageTooLong) {
+			return nil, protocolRefusal("invalid authentication message")
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, &Refusal{Code: codeProtocolViolation, Reason: "startup_timeout",
+				Message: "authentication did not finish in time", Hint: "Check the network, and that your client can answer SCRAM-SHA-256."}
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, &Refusal{Reason: "client_closed_during_auth"}
+		}
+		return nil, &Refusal{Reason: "client_closed_during_auth"}
+	}
+	if typ != 'p' {
+		return nil, protocolRefusal(fmt.Sprintf("expected an authentication message, got message type %q", typ))
+	}
+	return body, nil
+}
+
+func protocolRefusal(what string) *Refusal {
+	return &Refusal{Code: codeProtocolViolation, Reason: "protocol_violation",
+		Message: "protocol violation: " + what, Hint: "Use a PostgreSQL client library; if yours is one, report this."}
+}
+
+func badPassword(user string, cfg *config.Config) *Refusal {
+	// The same message whether or not the account exists.
+	return &Refusal{Code: codeInvalidPassword, Reason: "bad_password",
+		Message: fmt.Sprintf("password authentication failed for user %q", user),
+		Hint:    "Check the user name and password; if you have lost access, ask " + cfg.Contact + "."}
+}
+
+func auditRefusal(cfg *config.Config) *Refusal {
+	return &Refusal{Code: codeCannotConnect, Reason: "audit_unavailable",
+		Message: "sekisho cannot record the audit trail, so it admits no one",
+		Hint:    "Tell " + cfg.Contact + ": the audit log is failing."}
+}
+
+func hasPQOptions(sm *pgproto3.StartupMessage) bool {
+	for k := range sm.Parameters {
+		if strings.HasPrefix(k, "_pq_.") {
+			return true
+		}
+	}
+	return false
+}
+
+func databaseNames(c *config.Config) []string {
+	var out []string
+	for _, u := range c.Upstreams {
+		out = append(out, u.Database)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,190 @@
+// Package store keeps sekisho's mutable state: gateway users and their
+// password verifiers (never plaintext), behind an interface so that a
+// PostgreSQL store shared by several gateways can use the same schema.
+// The embedded implementation is one SQLite file in the state directory.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+)
+
+// ErrNotFound means the named record does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrExists means a record with that name already exists.
+var ErrExists = errors.New("already exists")
+
+// User is a gateway account. Verifier is a SCRAM-SHA-256 verifier in
+// PostgreSQL's format; the password itself is never stored.
+type User struct {
+	Name      string
+	Role      string
+	Verifier  string
+	Expires   time.Time
+	Created   time.Time
+	CreatedBy string
+	Disabled  bool
+}
+
+// Expired reports whether the account is past its expiry at now.
+func (u User) Expired(now time.Time) bool { return !now.Before(u.Expires) }
+
+// Store is the state store.
+type Store interface {
+	AddUser(ctx context.Context, u User) error
+	User(ctx context.Context, name string) (User, error)
+	Users(ctx context.Context) ([]User, error)
+	SetVerifier(ctx context.Context, name, verifier string) error
+	// Secret returns the named gateway secret, creating it with gen on
+	// first use (for example the key that makes refusals for unknown users
+	// look like refusals for known ones).
+	Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error)
+	Close() error
+}
+
+// schema is shared by every implementation; PostgreSQL accepts it as is.
+const schema = `
+CREATE TABLE IF NOT EXISTS users (
+	name       TEXT PRIMARY KEY,
+	role       TEXT NOT NULL,
+	verifier   TEXT NOT NULL,
+	expires    BIGINT NOT NULL,
+	created    BIGINT NOT NULL,
+	created_by TEXT NOT NULL,
+	disabled   BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE TABLE IF NOT EXISTS secrets (
+	name  TEXT PRIMARY KEY,
+	value BLOB NOT NULL
+);
+`
+
+// SQLite is the embedded store.
+type SQLite struct {
+	db *sql.DB
+}
+
+// OpenSQLite opens (creating if needed) the store file state.db in dir.
+// The directory and file are private to the service user.
+func OpenSQLite(dir string) (*SQLite, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	path := filepath.Join(dir, "state.db")
+	if f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600); err == nil {
+		f.Close()
+	} else {
+		return nil, fmt.Errorf("state file: %w", err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)")
+	if err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state schema: %w", err)
+	}
+	return &SQLite{db: db}, nil
+}
+
+// AddUser implements Store.
+func (s *SQLite) AddUser(ctx context.Context, u User) error {
+	_, err := s.db.ExecContext(ctx,
+		`INSERT INTO users (name, role, verifier, expires, created, created_by, disabled) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		u.Name, u.Role, u.Verifier, u.Expires.UnixMicro(), u.Created.UnixMicro(), u.CreatedBy, u.Disabled)
+	if err != nil {
+		if _, gerr := s.User(ctx, u.Name); gerr == nil {
+			return fmt.Errorf("user %q: %w", u.Name, ErrExists)
+		}
+		return fmt.Errorf("add user: %w", err)
+	}
+	return nil
+}
+
+// User implements Store.
+func (s *SQLite) User(ctx context.Context, name string) (User, error) {
+	row := s.db.QueryRowContext(ctx, `SELECT name, role, verifier, expires, created, created_by, disabled FROM users WHERE name = ?`, name)
+	u, err := scanUser(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, fmt.Errorf("user %q: %w", name, ErrNotFound)
+	}
+	return u, err
+}
+
+// Users implements Store.
+func (s *SQLite) Users(ctx context.Context) ([]User, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, role, verifier, expires, created, created_by, disabled FROM users ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	defer rows.Close()
+	var out []User
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// SetVerifier implements Store.
+func (s *SQLite) SetVerifier(ctx context.Context, name, verifier string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE users SET verifier = ? WHERE name = ?`, verifier, name)
+	if err != nil {
+		return fmt.Errorf("set verifier: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("user %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// Secret implements Store.
+func (s *SQLite) Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error) {
+	var v []byte
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
+	if err == nil {
+		return v, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("secret %q: %w", name, err)
+	}
+	v, err = gen()
+	if err != nil {
+		return nil, err
+	}
+	// Another process may have created it meanwhile: keep the first.
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`, name, v); err != nil {
+		return nil, fmt.Errorf("secret %q: %w", name, err)
+	}
+	if err := s.db.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v); err != nil {
+		return nil, fmt.Errorf("secret %q: %w", name, err)
+	}
+	return v, nil
+}
+
+// Close implements Store.
+func (s *SQLite) Close() error { return s.db.Close() }
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanUser(r scanner) (User, error) {
+	var u User
+	var expires, created int64
+	if err := r.Scan(&u.Name, &u.Role, &u.Verifier, &expires, &created, &u.CreatedBy, &u.Disabled); err != nil {
+		return User{}, err
+	}
+	u.Expires = time.UnixMicro(expires).UTC()
+	u.Created = time.UnixMicro(created).UTC()
+	return u, nil
+}

@@ -1,0 +1,64 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestSQLiteUsers(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSQLite(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	exp := time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)
+	u := User{Name: "alice", Role: "analyst", Verifier: "SCRAM-SHA-256$4096:x$y:z", Expires: exp, Created: exp.Add(-time.Hour), CreatedBy: "root"}
+	if err := s.AddUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddUser(ctx, u); !errors.Is(err, ErrExists) {
+		t.Fatalf("second add: err = %v, want ErrExists", err)
+	}
+	got, err := s.User(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Role != "analyst" || !got.Expires.Equal(exp) || got.CreatedBy != "root" {
+		t.Fatalf("got %+v", got)
+	}
+	if _, err := s.User(ctx, "bob"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing user: err = %v", err)
+	}
+	if err := s.SetVerifier(ctx, "bob", "v"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("set verifier of missing user: err = %v", err)
+	}
+	if err := s.SetVerifier(ctx, "alice", "new"); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.Users(ctx)
+	if err != nil || len(all) != 1 || all[0].Verifier != "new" {
+		t.Fatalf("users = %+v, %v", all, err)
+	}
+	if !got.Expired(exp) || got.Expired(exp.Add(-time.Second)) {
+		t.Fatal("Expired is wrong at the boundary")
+	}
+	fi, err := os.Stat(filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state.db mode %v, want 0600", fi.Mode().Perm())
+	}
+	calls := 0
+	gen := func() ([]byte, error) { calls++; return []byte{byte(calls)}, nil }
+	a, _ := s.Secret(ctx, "k", gen)
+	b, _ := s.Secret(ctx, "k", gen)
+	if string(a) != string(b) || calls != 1 {
+		t.Fatalf("secret not stable: %v %v calls=%d", a, b, calls)
+	}
+}
