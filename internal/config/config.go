@@ -104,6 +104,12 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// ParseDuration parses "30s", "8h" or "90d".
+func ParseDuration(s string) (Duration, error) {
+	v, err := parseDuration(s)
+	return Duration(v), err
+}
+
 // MarshalYAML implements yaml.Marshaler.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 

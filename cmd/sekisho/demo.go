@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/demodata"
+	"github.com/sekisho/sekisho/internal/identity"
+	"github.com/sekisho/sekisho/internal/pglocal"
+	"github.com/sekisho/sekisho/internal/store"
+)
+
+// demoUsers are the accounts the later features are shown with.
+var demoUsers = []struct {
+	name, role string
+	life       time.Duration
+}{
+	{"admin", "admin", 30 * 24 * time.Hour},
+	{"analyst", "analyst", 90 * 24 * time.Hour},
+	{"contractor", "contractor", 30 * 24 * time.Hour},
+}
+
+func cmdDemo(args []string) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	listen := fs.String("listen", "127.0.0.1:6432", "gateway address (loopback); a free port is used if it is taken")
+	hcpRows := fs.Int("hcp-rows", demodata.HCPRows, "rows in hcp")
+	caseRows := fs.Int("case-rows", demodata.CaseRows, "rows in cases")
+	plaintext := fs.Bool("allow-plaintext", false, "also accept clients without TLS (loopback only; for benchmarks)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	d, err := setupDemo(ctx, *listen, *hcpRows, *caseRows, *plaintext)
+	if d != nil {
+		defer d.teardown()
+	}
+	if err != nil {
+		return err
+	}
+	d.printHowToConnect(os.Stdout)
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(os.Stderr, "\nsekisho: stopping the demo and removing", d.dir)
+	case err := <-d.gw.served:
+		return err
+	}
+	return nil
+}
+
+type demo struct {
+	dir       string
+	cluster   *pglocal.Cluster
+	gw        *gateway
+	cfgPath   string
+	passwords map[string]string
+}
+
+// setupDemo builds everything; on error the caller still tears down what
+// was made.
+func setupDemo(ctx context.Context, listen string, hcpRows, caseRows int, plaintext bool) (*demo, error) {
+	dir, err := os.MkdirTemp("", "sekisho-demo-")
+	if err != nil {
+		return nil, err
+	}
+	d := &demo{dir: dir, passwords: map[string]string{}}
+	fmt.Fprintln(os.Stderr, "sekisho: starting a throwaway PostgreSQL")
+	d.cluster, err = pglocal.Start(ctx, pglocal.Options{})
+	if err != nil {
+		return d, hintError{err, "install the PostgreSQL server (apt-get install postgresql-15), or set PG_BIN"}
+	}
+	gwPassword := rand.Text()
+	conn, err := pgconn.Connect(ctx, d.cluster.ConnString("postgres"))
+	if err != nil {
+		return d, err
+	}
+	defer conn.Close(context.Background())
+	// The gateway's own role: not a superuser, and the only login that
+	// the gateway uses. Users never learn its password.
+	for _, sql := range []string{
+		fmt.Sprintf("CREATE ROLE sekisho_gateway LOGIN PASSWORD '%s'", gwPassword),
+		"CREATE DATABASE pharma OWNER sekisho_gateway",
+		"CREATE DATABASE registry OWNER sekisho_gateway",
+	} {
+		if _, err := conn.Exec(ctx, sql).ReadAll(); err != nil {
+			return d, fmt.Errorf("demo setup: %w", err)
+		}
+	}
+	start := time.Now()
+	fmt.Fprintf(os.Stderr, "sekisho: loading %d healthcare professionals and %d clinical cases (synthetic)\n", hcpRows, caseRows)
+	for _, db := range []struct {
+		name       string
+		hcp, cases int
+	}{{"pharma", hcpRows, 0}, {"registry", 0, caseRows}} {
+		c, err := pgconn.Connect(ctx, d.cluster.ConnString(db.name))
+		if err != nil {
+			return d, err
+		}
+		_, err = c.Exec(ctx, "SET ROLE sekisho_gateway").ReadAll()
+		if err == nil {
+			err = demodata.Load(ctx, c, db.hcp, db.cases)
+		}
+		c.Close(context.Background())
+		if err != nil {
+			return d, err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "sekisho: data loaded in %.1fs\n", time.Since(start).Seconds())
+
+	pwFile := filepath.Join(dir, "upstream.pw")
+	if err := os.WriteFile(pwFile, []byte(gwPassword+"\n"), 0o600); err != nil {
+		return d, err
+	}
+	if ln, err := net.Listen("tcp", listen); err == nil {
+		ln.Close()
+	} else {
+		p, perr := pglocal.FreePort()
+		if perr != nil {
+			return d, perr
+		}
+		listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+	}
+	cfgText := fmt.Sprintf(`# sekisho demo config (throwaway)
+state_dir: state
+listen:
+  address: %s
+  allow_plaintext: %t
+contact: the demo administrator
+roles: [admin, analyst, contractor]
+max_account_lifetime: 365d
+limits:
+  idle_timeout: 30m
+  shutdown_timeout: 2s
+upstreams:
+  - database: pharma
+    host: %s
+    port: %d
+    user: sekisho_gateway
+    password_file: upstream.pw
+    tls: disable
+  - database: registry
+    host: %s
+    port: %d
+    user: sekisho_gateway
+    password_file: upstream.pw
+    tls: disable
+`, listen, plaintext, d.cluster.Host, d.cluster.Port, d.cluster.Host, d.cluster.Port)
+	d.cfgPath = filepath.Join(dir, "sekisho.yaml")
+	if err := os.WriteFile(d.cfgPath, []byte(cfgText), 0o600); err != nil {
+		return d, err
+	}
+	cfg, err := config.Load(d.cfgPath)
+	if err != nil {
+		return d, err
+	}
+	st, err := store.OpenSQLite(cfg.StateDir)
+	if err != nil {
+		return d, err
+	}
+	now := time.Now()
+	for _, u := range demoUsers {
+		pw := rand.Text()
+		v, err := identity.NewVerifier(pw)
+		if err != nil {
+			st.Close()
+			return d, err
+		}
+		if err := st.AddUser(ctx, store.User{Name: u.name, Role: u.role, Verifier: v, Expires: now.Add(u.life).UTC(), Created: now.UTC(), CreatedBy: "demo"}); err != nil {
+			st.Close()
+			return d, err
+		}
+		d.passwords[u.name] = pw
+	}
+	st.Close()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	d.gw, err = startGateway(ctx, cfg, log)
+	if err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+func (d *demo) printHowToConnect(w io.Writer) {
+	ca := d.gw.caPath
+	addr := d.gw.ln.Addr().(*net.TCPAddr)
+	fmt.Fprintf(w, "\nsekisho demo is running.\n\n")
+	fmt.Fprintf(w, "  gateway     %s (TLS required; CA certificate %s)\n", addr, ca)
+	fmt.Fprintf(w, "  PostgreSQL  127.0.0.1:%d (throwaway; only the gateway has its credentials)\n", d.cluster.Port)
+	fmt.Fprintf(w, "  databases   pharma (table hcp: %s), registry (table cases)\n", "healthcare professionals")
+	fmt.Fprintf(w, "  config      %s\n  audit log   %s\n\n", d.cfgPath, d.gw.cfg.Audit.Path)
+	for _, u := range demoUsers {
+		fmt.Fprintf(w, "Connect as %s (role %s):\n", u.name, u.role)
+		fmt.Fprintf(w, "psql \"postgresql://%s:%s@%s:%d/pharma?sslmode=verify-full&sslrootcert=%s\"\n\n", u.name, d.passwords[u.name], addr.IP, addr.Port, ca)
+	}
+	fmt.Fprintf(w, "Manage accounts:  sekisho user list --config %s\n", d.cfgPath)
+	fmt.Fprintf(w, "Watch the audit:  tail -f %s\n\n", d.gw.cfg.Audit.Path)
+	fmt.Fprintf(w, "Press Ctrl-C to stop; the database and every file of the demo are removed.\n")
+}
+
+func (d *demo) teardown() {
+	if d.gw != nil {
+		if err := d.gw.shutdown(); err != nil && !errors.Is(err, context.Canceled) {
+			fmt.Fprintln(os.Stderr, "sekisho: gateway shutdown:", err)
+		}
+	}
+	d.cluster.Stop()
+	os.RemoveAll(d.dir)
+}

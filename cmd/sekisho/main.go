@@ -1,0 +1,92 @@
+// Command sekisho is a zero-trust gateway in front of PostgreSQL databases
+// that hold personal and medical data.
+//
+// Output rules:
+//   - Results go to standard output; progress and diagnostics go to
+//     standard error.
+//   - A failure prints "sekisho: error: WHAT" and, where the user can act,
+//     "sekisho: hint: WHAT TO DO" on standard error.
+//   - Secrets are printed only when the command made them and the user
+//     needs them once (a generated password); never in logs.
+//
+// Exit codes: 0 success, 1 failure, 2 wrong usage.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+const usage = `sekisho: a zero-trust gateway for PostgreSQL databases of personal and medical data
+
+usage:
+  sekisho demo [--listen ADDR] [--hcp-rows N]     throwaway PostgreSQL + synthetic data + gateway
+  sekisho serve --config FILE                     run the gateway
+  sekisho user add NAME --role ROLE --expires DATE|DURATION [--password-stdin] --config FILE
+  sekisho user list --config FILE
+  sekisho user passwd NAME [--password-stdin] --config FILE
+  sekisho version
+
+Exit codes: 0 success, 1 failure, 2 wrong usage.
+`
+
+// usageError is a mistake in the command line (exit code 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// hintError carries a hint for the user.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e hintError) Error() string { return e.err.Error() }
+func (e hintError) Unwrap() error { return e.err }
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(args[1:])
+	case "demo":
+		err = cmdDemo(args[1:])
+	case "user":
+		err = cmdUser(args[1:])
+	case "version":
+		fmt.Println("sekisho", version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		err = usageError{fmt.Sprintf("unknown command %q", args[0])}
+	}
+	return report(err)
+}
+
+const version = "0.1.0-dev"
+
+func report(err error) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "sekisho: error: %v\n", err)
+	var he hintError
+	if errors.As(err, &he) && he.hint != "" {
+		fmt.Fprintf(os.Stderr, "sekisho: hint: %s\n", he.hint)
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprint(os.Stderr, "sekisho: hint: run 'sekisho help' for usage\n")
+		return 2
+	}
+	return 1
+}

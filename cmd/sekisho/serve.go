@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sekisho/sekisho/internal/audit"
+	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/proxy"
+	"github.com/sekisho/sekisho/internal/store"
+)
+
+func cmdServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfgPath := fs.String("config", "sekisho.yaml", "config file")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return hintError{err, "fix the config file; 'sekisho help' lists the commands, README.md the settings"}
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	gw, err := startGateway(context.Background(), cfg, log)
+	if err != nil {
+		return err
+	}
+	if gw.caPath != "" {
+		fmt.Fprintf(os.Stderr, "sekisho: clients verify the gateway with sslrootcert=%s\n", gw.caPath)
+	}
+	fmt.Fprintf(os.Stderr, "sekisho: listening on %s\n", gw.ln.Addr())
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case err := <-gw.served:
+			gw.close()
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				next, err := config.Load(*cfgPath)
+				if err != nil {
+					log.Error("config reload refused; keeping the running config", "err", err)
+					continue
+				}
+				gw.srv.Reload(next)
+				continue
+			}
+			log.Info("draining sessions", "timeout", cfg.Limits.ShutdownTimeout.D().String())
+			return gw.shutdown()
+		}
+	}
+}
+
+// gateway is a running server with everything it owns.
+type gateway struct {
+	srv    *proxy.Server
+	ln     net.Listener
+	st     store.Store
+	au     *audit.File
+	cfg    *config.Config
+	caPath string
+	served chan error
+}
+
+func startGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (*gateway, error) {
+	for _, u := range cfg.Upstreams {
+		if _, err := u.Password(); err != nil {
+			return nil, hintError{err, "the config names where the gateway's upstream password is; create that file (mode 0600) or set that variable"}
+		}
+	}
+	st, err := store.OpenSQLite(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	au, err := audit.OpenFile(cfg.Audit.Path)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	tlsCfg, caPath, err := proxy.ServerTLS(cfg)
+	if err != nil {
+		st.Close()
+		au.Close()
+		return nil, err
+	}
+	if cfg.Listen.AllowPlaintext {
+		log.Warn("plaintext client connections are allowed (loopback only)")
+	}
+	srv, err := proxy.New(ctx, proxy.Options{Config: cfg, Store: st, Audit: au, Log: log, TLS: tlsCfg})
+	if err != nil {
+		st.Close()
+		au.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen.Address)
+	if err != nil {
+		st.Close()
+		au.Close()
+		return nil, hintError{fmt.Errorf("listen: %w", err), "choose a free address in listen.address"}
+	}
+	gw := &gateway{srv: srv, ln: ln, st: st, au: au, cfg: cfg, caPath: caPath, served: make(chan error, 1)}
+	go func() { gw.served <- srv.Serve(ln) }()
+	return gw, nil
+}
+
+func (gw *gateway) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), gw.cfg.Limits.ShutdownTimeout.D())
+	defer cancel()
+	err := gw.srv.Shutdown(ctx)
+	gw.close()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil // sessions were ended with 57P01, as designed
+	}
+	return err
+}
+
+func (gw *gateway) close() {
+	gw.ln.Close()
+	gw.st.Close()
+	gw.au.Close()
+}
