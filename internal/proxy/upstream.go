@@ -55,6 +55,12 @@ func dialUpstream(ctx context.Context, u config.Upstream, params map[string]stri
 	if err != nil {
 		return nil, fmt.Errorf("upstream connect: %w", err)
 	}
+	// pgconn may read in the background during a slow write; SyncConn
+	// stops that and drains its buffers so no byte of the session is lost.
+	if err := pc.SyncConn(ctx); err != nil {
+		pc.Close(ctx)
+		return nil, fmt.Errorf("upstream sync: %w", err)
+	}
 	hc, err := pc.Hijack()
 	if err != nil {
 		pc.Close(ctx)

@@ -1,0 +1,286 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/sekisho/sekisho/internal/audit"
+)
+
+func TestSimpleQueryAndAudit(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	if conn.ParameterStatus("server_version") == "" || conn.ParameterStatus("client_encoding") != "UTF8" {
+		t.Fatalf("ParameterStatus not relayed: server_version=%q client_encoding=%q",
+			conn.ParameterStatus("server_version"), conn.ParameterStatus("client_encoding"))
+	}
+	res := exec(t, conn, "CREATE TABLE hcp (id int, email text); INSERT INTO hcp SELECT i, 'user' || i || '@example.jp' FROM generate_series(1, 5) i; SELECT email FROM hcp WHERE email <> 'secret@example.jp' ORDER BY id")
+	if len(res) != 3 || len(res[2].Rows) != 5 || string(res[2].Rows[0][0]) != "user1@example.jp" {
+		t.Fatalf("unexpected results: %+v", res)
+	}
+	e := g.audit.waitFor(t, "statement with rows", func(e audit.Event) bool {
+		return e.Type == audit.Statement && strings.Contains(e.Statement, "SELECT email FROM hcp")
+	})
+	if strings.Contains(e.Statement, "secret@example.jp") || !strings.Contains(e.Statement, "email <> $") {
+		t.Fatalf("audit statement keeps a literal: %q", e.Statement)
+	}
+	if e.Rows != 5 || e.Outcome != audit.OutcomeOK || e.User != testUser || e.Protocol != "simple" {
+		t.Fatalf("audit event: %+v", e)
+	}
+	g.audit.waitFor(t, "connection accepted", func(e audit.Event) bool {
+		return e.Type == audit.ConnectionAccepted && e.User == testUser && e.Role == "analyst" && e.Database == g.db
+	})
+
+	_, err := conn.Exec(t.Context(), "SELECT 1/0").ReadAll()
+	if sqlState(err) != "22012" {
+		t.Fatalf("division by zero: got %v", err)
+	}
+	g.audit.waitFor(t, "failed statement", func(e audit.Event) bool {
+		return e.Type == audit.Statement && e.Outcome == audit.OutcomeError && e.SQLState == "22012"
+	})
+	// Notices pass through.
+	var notices []string
+	var mu sync.Mutex
+	cfg, _ := pgconn.ParseConfig(g.url(testUser, testPassword))
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { mu.Lock(); notices = append(notices, n.Message); mu.Unlock() }
+	c2, err := pgconn.ConnectConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close(context.Background())
+	exec(t, c2, "DO $$ BEGIN RAISE NOTICE 'hello from upstream'; END $$")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(notices) != 1 || notices[0] != "hello from upstream" {
+		t.Fatalf("notices = %q", notices)
+	}
+	conn.Close(t.Context())
+	g.audit.waitFor(t, "session end", func(e audit.Event) bool {
+		return e.Type == audit.SessionEnd && e.Reason == "client_terminate"
+	})
+}
+
+func TestExtendedPipeline(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	exec(t, conn, "CREATE TABLE t (id int primary key, v text)")
+	if _, err := conn.Prepare(t.Context(), "ins", "INSERT INTO t VALUES ($1, $2)", nil); err != nil {
+		t.Fatal(err)
+	}
+	p := conn.StartPipeline(t.Context())
+	for i := 1; i <= 50; i++ {
+		p.SendQueryPrepared("ins", [][]byte{[]byte(fmt.Sprint(i)), []byte(fmt.Sprintf("v%d", i))}, nil, nil)
+	}
+	p.SendQueryParams("SELECT count(*), sum(id) FROM t WHERE v LIKE $1", [][]byte{[]byte("v%")}, nil, nil, []int16{1, 0})
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var last *pgconn.ResultReader
+	for i := 0; i < 51; i++ {
+		res, err := p.GetResults()
+		if err != nil {
+			t.Fatalf("result %d: %v", i, err)
+		}
+		rr, ok := res.(*pgconn.ResultReader)
+		if !ok {
+			t.Fatalf("result %d: %T", i, res)
+		}
+		if i < 50 {
+			if _, err := rr.Close(); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			last = rr
+		}
+	}
+	rows := last.Read()
+	if rows.Err != nil || len(rows.Rows) != 1 {
+		t.Fatalf("count: %+v", rows)
+	}
+	// Binary count(*): int8 big-endian 50.
+	if !bytes.Equal(rows.Rows[0][0], []byte{0, 0, 0, 0, 0, 0, 0, 50}) || string(rows.Rows[0][1]) != "1275" {
+		t.Fatalf("count/sum = %v %q", rows.Rows[0][0], rows.Rows[0][1])
+	}
+	if res, err := p.GetResults(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := res.(*pgconn.PipelineSync); !ok {
+		t.Fatalf("want PipelineSync, got %T", res)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g.audit.waitFor(t, "extended statement", func(e audit.Event) bool {
+		return e.Type == audit.Statement && e.Protocol == "extended" && strings.HasPrefix(e.Statement, "SELECT count(*)") && e.Rows == 1
+	})
+	// An error inside a pipeline skips the rest until Sync, as upstream.
+	p = conn.StartPipeline(t.Context())
+	p.SendQueryParams("SELECT 1/0", nil, nil, nil, nil)
+	p.SendQueryParams("SELECT 2", nil, nil, nil, nil)
+	_ = p.Sync()
+	res, err := p.GetResults()
+	if err == nil {
+		_, err = res.(*pgconn.ResultReader).Close()
+	}
+	if sqlState(err) != "22012" {
+		t.Fatalf("first pipelined statement: %v", err)
+	}
+	p.Close()
+	// Portals with a row limit.
+	res2 := conn.ExecParams(t.Context(), "SELECT id FROM t ORDER BY id", nil, nil, nil, nil).Read()
+	if res2.Err != nil || len(res2.Rows) != 50 {
+		t.Fatalf("after pipeline: %+v", res2.Err)
+	}
+}
+
+func TestCopyAllFormats(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	exec(t, conn, "CREATE TABLE src (id int, name text, born date); INSERT INTO src SELECT i, '名前' || i || E'\\ttab', date '1980-01-01' + i FROM generate_series(1, 2000) i")
+	direct := g.direct(t)
+	for _, format := range []string{"text", "csv", "binary"} {
+		t.Run(format, func(t *testing.T) {
+			var viaGW, viaDirect bytes.Buffer
+			out := fmt.Sprintf("COPY src TO STDOUT (FORMAT %s)", format)
+			tag, err := conn.CopyTo(t.Context(), &viaGW, out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tag.RowsAffected() != 2000 {
+				t.Fatalf("COPY TO rows = %d", tag.RowsAffected())
+			}
+			if _, err := direct.CopyTo(t.Context(), &viaDirect, out); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(viaGW.Bytes(), viaDirect.Bytes()) {
+				t.Fatalf("COPY TO through the gateway differs from direct (%d vs %d bytes)", viaGW.Len(), viaDirect.Len())
+			}
+			table := "dst_" + format
+			exec(t, conn, fmt.Sprintf("CREATE TABLE %s (LIKE src)", table))
+			tag, err = conn.CopyFrom(t.Context(), bytes.NewReader(viaGW.Bytes()), fmt.Sprintf("COPY %s FROM STDIN (FORMAT %s)", table, format))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tag.RowsAffected() != 2000 {
+				t.Fatalf("COPY FROM rows = %d", tag.RowsAffected())
+			}
+			r := exec(t, direct, fmt.Sprintf("SELECT count(*) FROM (SELECT * FROM src EXCEPT SELECT * FROM %s) d", table))
+			if string(r[0].Rows[0][0]) != "0" {
+				t.Fatalf("copied table differs from source")
+			}
+		})
+	}
+	// A COPY FROM that fails on bad data reports the upstream's error and
+	// leaves the session usable.
+	_, err := conn.CopyFrom(t.Context(), strings.NewReader("not-a-number\tx\t2000-01-01\n"), "COPY src FROM STDIN")
+	if sqlState(err) != "22P02" {
+		t.Fatalf("bad COPY data: %v", err)
+	}
+	exec(t, conn, "SELECT 1")
+}
+
+func TestCancelRunningQuery(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := conn.Exec(context.Background(), "SELECT pg_sleep(30)").ReadAll()
+		done <- err
+	}()
+	direct := g.direct(t)
+	waitUntil(t, "pg_sleep running upstream", func() bool {
+		r, err := direct.Exec(t.Context(), "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'").ReadAll()
+		return err == nil && string(r[0].Rows[0][0]) == "1"
+	})
+	if err := conn.CancelRequest(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if sqlState(err) != "57014" {
+			t.Fatalf("cancelled query: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the cancel did not reach the upstream")
+	}
+	if time.Since(start) > 25*time.Second {
+		t.Fatal("query ran to completion")
+	}
+	g.audit.waitFor(t, "cancel", func(e audit.Event) bool { return e.Type == audit.Cancel && e.Outcome == audit.OutcomeOK })
+	exec(t, conn, "SELECT 1")
+}
+
+func TestListenNotify(t *testing.T) {
+	g := startGW(t)
+	got := make(chan *pgconn.Notification, 1)
+	cfg, err := pgconn.ParseConfig(g.url(testUser, testPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) { got <- n }
+	listener, err := pgconn.ConnectConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(context.Background())
+	exec(t, listener, "LISTEN registry_updates")
+	sender := g.connect(t)
+	exec(t, sender, "NOTIFY registry_updates, 'case 42 closed'")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := listener.WaitForNotification(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n := <-got
+	if n.Channel != "registry_updates" || n.Payload != "case 42 closed" {
+		t.Fatalf("notification %+v", n)
+	}
+}
+
+func TestConcurrentSessions(t *testing.T) {
+	g := startGW(t)
+	const n = 200
+	conns := make([]*pgconn.PgConn, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := pgconn.Connect(t.Context(), g.url(testUser, testPassword))
+			if err != nil {
+				errs <- err
+				return
+			}
+			conns[i] = c
+			r, err := c.Exec(t.Context(), fmt.Sprintf("SELECT %d, pg_backend_pid()", i)).ReadAll()
+			if err != nil {
+				errs <- err
+				return
+			}
+			if string(r[0].Rows[0][0]) != fmt.Sprint(i) {
+				errs <- fmt.Errorf("session %d got %q: crossed sessions", i, r[0].Rows[0][0])
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := g.srv.SessionCount(); got != n {
+		t.Errorf("SessionCount = %d, want %d", got, n)
+	}
+	for _, c := range conns {
+		if c != nil {
+			c.Close(context.Background())
+		}
+	}
+	waitUntil(t, "all sessions ended", func() bool { return g.srv.SessionCount() == 0 })
+}
