@@ -1,0 +1,275 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/sekisho/sekisho/internal/audit"
+)
+
+func TestAuthenticationAndAdmission(t *testing.T) {
+	g := startGW(t)
+	addUser(t, g.store, "expired", "analyst", "expired-password-1", time.Now().Add(-time.Hour))
+	addUser(t, g.store, "norole", "ghost-role", "norole-password-1", time.Now().Add(time.Hour))
+	tests := []struct {
+		name, user, password, db string
+		code, reason, inMessage  string
+	}{
+		{name: "wrong password", user: testUser, password: "nope", code: "28P01", reason: "bad_password", inMessage: `password authentication failed for user "alice"`},
+		{name: "unknown user looks the same", user: "mallory", password: "nope", code: "28P01", reason: "bad_password", inMessage: `password authentication failed for user "mallory"`},
+		{name: "expired account", user: "expired", password: "expired-password-1", code: "28000", reason: "account_expired", inMessage: "expired on"},
+		{name: "expired account with wrong password says nothing of expiry", user: "expired", password: "x", code: "28P01", reason: "bad_password", inMessage: "password authentication failed"},
+		{name: "role not configured", user: "norole", password: "norole-password-1", code: "28000", reason: "role_not_configured", inMessage: "ghost-role"},
+		{name: "unknown database", user: testUser, password: testPassword, db: "nosuchdb", code: "3D000", reason: "unknown_database", inMessage: `"nosuchdb" is not served`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			url := g.url(tt.user, tt.password)
+			if tt.db != "" {
+				url = strings.Replace(url, "/"+g.db+"?", "/"+tt.db+"?", 1)
+			}
+			_, err := pgconn.Connect(t.Context(), url)
+			var pe *pgconn.PgError
+			if !asPgError(err, &pe) {
+				t.Fatalf("connect: want a server error, got %v", err)
+			}
+			if pe.Code != tt.code || !strings.Contains(pe.Message, tt.inMessage) || pe.Hint == "" {
+				t.Fatalf("got %s %q hint %q; want %s containing %q and a hint", pe.Code, pe.Message, pe.Hint, tt.code, tt.inMessage)
+			}
+			g.audit.waitFor(t, "refusal "+tt.reason, func(e audit.Event) bool {
+				return e.Type == audit.ConnectionRefused && e.User == tt.user && e.Reason == tt.reason
+			})
+		})
+	}
+
+	// Expiry is checked at every new connection: move the clock past it.
+	conn := g.connect(t)
+	exec(t, conn, "SELECT 1")
+	g.now.Set(time.Now().Add(48 * time.Hour))
+	_, err := pgconn.Connect(t.Context(), g.url(testUser, testPassword))
+	if sqlState(err) != "28000" {
+		t.Fatalf("after expiry: %v", err)
+	}
+}
+
+func TestStartupParameters(t *testing.T) {
+	g := startGW(t)
+	cfg, err := pgconn.ParseConfig(g.url(testUser, testPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["options"] = "-c role=postgres"
+	_, err = pgconn.ConnectConfig(t.Context(), cfg)
+	var pe *pgconn.PgError
+	if !asPgError(err, &pe) || pe.Code != "0A000" || !strings.Contains(pe.Message, `"options"`) {
+		t.Fatalf("options parameter: %v", err)
+	}
+	cfg, _ = pgconn.ParseConfig(g.url(testUser, testPassword))
+	cfg.RuntimeParams["application_name"] = "registry-report"
+	conn, err := pgconn.ConnectConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	r := exec(t, conn, "SHOW application_name")
+	if string(r[0].Rows[0][0]) != "registry-report" {
+		t.Fatalf("application_name = %q", r[0].Rows[0][0])
+	}
+}
+
+func TestTLS(t *testing.T) {
+	g := startGW(t, withTLS())
+	conn := g.connect(t) // sslmode=verify-full against the generated CA
+	r := exec(t, conn, "SELECT 1")
+	if string(r[0].Rows[0][0]) != "1" {
+		t.Fatal("query over TLS failed")
+	}
+	// Downgrade: a plaintext startup is refused when TLS is required.
+	plain := strings.Replace(g.url(testUser, testPassword), "sslmode=verify-full", "sslmode=disable", 1)
+	_, err := pgconn.Connect(t.Context(), plain)
+	var pe *pgconn.PgError
+	if !asPgError(err, &pe) || pe.Code != "28000" || !strings.Contains(pe.Message, "requires TLS") {
+		t.Fatalf("plaintext startup: %v", err)
+	}
+	g.audit.waitFor(t, "tls_required", func(e audit.Event) bool { return e.Reason == "tls_required" })
+
+	// A second SSLRequest inside TLS is a protocol violation.
+	c, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(sslRequest())
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(c, b); err != nil || b[0] != 'S' {
+		t.Fatalf("SSLRequest answer %q %v", b, err)
+	}
+	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	tc.Write(sslRequest())
+	e := readError(t, tc)
+	if e.Code != "08P01" || !strings.Contains(e.Message, "second SSLRequest") {
+		t.Fatalf("second SSLRequest: %+v", e)
+	}
+	// The files the gateway generated are private.
+	for _, f := range []string{"ca.key", "server.key", "ca.crt"} {
+		if mode := fileMode(t, g.cfg.StateDir+"/"+f); mode != 0o600 {
+			t.Errorf("%s mode %o, want 600", f, mode)
+		}
+	}
+}
+
+func sslRequest() []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 80877103)
+}
+
+// readError reads backend messages until an ErrorResponse (or fails).
+func readError(t *testing.T, c net.Conn) *pgproto3.ErrorResponse {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	fe := pgproto3.NewFrontend(c, c)
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("reading for an ErrorResponse: %v", err)
+		}
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			cp := *e
+			return &cp
+		}
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	g := startGW(t)
+	tests := []struct {
+		name   string
+		send   []byte
+		code   string
+		reason string
+	}{
+		{name: "http before startup", send: []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), code: "08P01", reason: "protocol_violation"},
+		{name: "protocol 2", send: []byte{0, 0, 0, 9, 0, 2, 0, 0, 0}, code: "08P01", reason: "protocol_violation"},
+		{name: "oversized startup", send: []byte{0, 1, 0, 0, 0, 3, 0, 0}, code: "08P01", reason: "protocol_violation"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", g.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write(tt.send)
+			e := readError(t, c)
+			if e.Code != tt.code || e.Hint == "" {
+				t.Fatalf("got %+v", e)
+			}
+			g.audit.waitFor(t, tt.reason, func(e audit.Event) bool { return e.Type == audit.ConnectionRefused && e.Reason == tt.reason })
+		})
+	}
+
+	t.Run("truncated startup then close", func(t *testing.T) {
+		c, err := net.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte{0, 0, 0, 40, 0, 3, 0, 0, 'u'})
+		c.Close()
+		g.audit.waitFor(t, "client_closed", func(e audit.Event) bool { return e.Reason == "client_closed" })
+	})
+
+	sessionTests := []struct {
+		name string
+		msg  []byte
+		code string
+	}{
+		{name: "unknown message type", msg: []byte{'!', 0, 0, 0, 4}, code: "08P01"},
+		{name: "bad length", msg: []byte{'Q', 0, 0, 0, 1}, code: "08P01"},
+		{name: "oversized message", msg: []byte{'Q', 0x7f, 0, 0, 0}, code: "54000"},
+		{name: "query without terminator", msg: []byte{'Q', 0, 0, 0, 6, 'a', 'b'}, code: "08P01"},
+		{name: "malformed bind", msg: []byte{'B', 0, 0, 0, 6, 0, 0}, code: "08P01"},
+	}
+	for _, tt := range sessionTests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := rawSession(t, g)
+			c.Write(tt.msg)
+			e := readError(t, c)
+			if e.Code != tt.code || e.Severity != "FATAL" {
+				t.Fatalf("got %+v, want FATAL %s", e, tt.code)
+			}
+			// The gateway and other sessions are unaffected.
+			other := g.connect(t)
+			exec(t, other, "SELECT 1")
+		})
+	}
+}
+
+// rawSession authenticates with pgconn and hands back the raw socket of a
+// plaintext session, for sending hand-made messages.
+func rawSession(t *testing.T, g *gw) net.Conn {
+	t.Helper()
+	conn, err := pgconn.Connect(t.Context(), g.url(testUser, testPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.SyncConn(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := conn.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hc.Conn.Close() })
+	return hc.Conn
+}
+
+func TestFunctionCallRefused(t *testing.T) {
+	g := startGW(t)
+	c := rawSession(t, g)
+	fe := pgproto3.NewFrontend(c, c)
+	fe.Send(&pgproto3.FunctionCall{Function: 1299 /* now() */, ResultFormatCode: 0})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	m, err := fe.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := m.(*pgproto3.ErrorResponse)
+	if !ok || e.Code != "0A000" || !strings.Contains(e.Message, "FunctionCall") || e.Hint == "" {
+		t.Fatalf("FunctionCall answer: %#v", m)
+	}
+	m, err = fe.Receive()
+	if rfq, ok := m.(*pgproto3.ReadyForQuery); err != nil || !ok || rfq.TxStatus != 'I' {
+		t.Fatalf("after refusal: %#v %v", m, err)
+	}
+	// The session goes on.
+	fe.Send(&pgproto3.Query{String: "SELECT 41 + 1"})
+	fe.Flush()
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, ok := m.(*pgproto3.DataRow); ok {
+			if string(d.Values[0]) != "42" {
+				t.Fatalf("got %q", d.Values[0])
+			}
+			break
+		}
+	}
+	g.audit.waitFor(t, "refused FunctionCall", func(e audit.Event) bool {
+		return e.Type == audit.Statement && e.Outcome == audit.OutcomeRefused && e.SQLState == "0A000"
+	})
+}
