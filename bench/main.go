@@ -1,0 +1,445 @@
+// Command bench measures sekisho against a direct PostgreSQL connection and
+// pgbouncer (session pooling) in one run on one machine:
+//
+//	go run ./bench [-seconds 10] [-out bench/out]
+//
+// It starts a throwaway PostgreSQL with the demo data and pgbench's tables,
+// the sekisho binary (built from this tree) as a separate process, and
+// pgbouncer from the Debian package, all on loopback with TLS off so the
+// three are comparable. It prints a Markdown report; paste it, with the date
+// and the command, into bench/RESULTS.md.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sekisho/sekisho/internal/demodata"
+	"github.com/sekisho/sekisho/internal/identity"
+	"github.com/sekisho/sekisho/internal/pglocal"
+	"github.com/sekisho/sekisho/internal/store"
+)
+
+var (
+	seconds  = flag.Int("seconds", 10, "duration of each pgbench run")
+	scale    = flag.Int("scale", 10, "pgbench scale factor")
+	hcpRows  = flag.Int("hcp-rows", demodata.HCPRows, "rows in hcp")
+	outDir   = flag.String("out", "bench/out", "where logs go")
+	skipTPS  = flag.Bool("skip-tps", false, "skip the pgbench runs")
+	skipBulk = flag.Bool("skip-bulk", false, "skip the bulk reads")
+)
+
+type target struct {
+	name string
+	url  string
+}
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: error:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx := context.Background()
+	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "sekisho-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	os.Chmod(work, 0o755)
+
+	bin := filepath.Join(work, "sekisho")
+	step("building sekisho")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/sekisho").CombinedOutput(); err != nil {
+		return fmt.Errorf("build: %v\n%s", err, out)
+	}
+
+	step("starting PostgreSQL and loading data")
+	cl, err := pglocal.Start(ctx, pglocal.Options{Settings: map[string]string{"max_connections": "400"}})
+	if err != nil {
+		return err
+	}
+	defer cl.Stop()
+	admin, err := pgconn.Connect(ctx, cl.ConnString("postgres"))
+	if err != nil {
+		return err
+	}
+	if _, err := admin.Exec(ctx, "CREATE DATABASE pharma").ReadAll(); err != nil {
+		return err
+	}
+	admin.Close(ctx)
+	pc, err := pgconn.Connect(ctx, cl.ConnString("pharma"))
+	if err != nil {
+		return err
+	}
+	if err := demodata.Load(ctx, pc, *hcpRows, 1000); err != nil {
+		return err
+	}
+	pc.Close(ctx)
+	if out, err := exec.Command("pgbench", "-i", "-q", "-s", strconv.Itoa(*scale), cl.ConnString("pharma")).CombinedOutput(); err != nil {
+		return fmt.Errorf("pgbench -i: %v\n%s", err, out)
+	}
+
+	step("starting sekisho")
+	gwAddr, gwProc, err := startSekisho(ctx, bin, work, cl)
+	if err != nil {
+		return err
+	}
+	defer stopProc(gwProc)
+	step("starting pgbouncer")
+	pbAddr, pbProc, err := startPgbouncer(work, cl)
+	if err != nil {
+		return err
+	}
+	defer stopProc(pbProc)
+
+	direct := target{"direct", cl.ConnString("pharma")}
+	gw := target{"sekisho", fmt.Sprintf("postgres://bench:%s@%s/pharma?sslmode=disable", benchPassword, gwAddr)}
+	pb := target{"pgbouncer", fmt.Sprintf("postgres://%s:%s@%s/pharma?sslmode=disable", cl.User, cl.Password, pbAddr)}
+	targets := []target{direct, gw, pb}
+
+	r := &report{}
+	fmt.Fprintf(&r.b, "Machine: %d CPUs (%s/%s), %s; PostgreSQL %s; pgbench runs of %d s; hcp %d rows.\n\n",
+		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), serverVersion(ctx, direct.url), *seconds, *hcpRows)
+
+	if !*skipBulk {
+		step("bulk reads")
+		r.line("## Bulk read of hcp with psql (wall time, best of 3)\n")
+		r.line("| target | SELECT * s | COPY TO STDOUT s | SELECT ratio to direct | COPY ratio to direct |")
+		r.line("|---|---|---|---|---|")
+		base := map[string]float64{}
+		for _, tg := range targets {
+			sel := best(3, func() float64 { return timePsql(tg.url, "SELECT * FROM hcp") })
+			cp := best(3, func() float64 { return timePsql(tg.url, "COPY hcp TO STDOUT") })
+			if tg.name == "direct" {
+				base["sel"], base["copy"] = sel, cp
+			}
+			r.line(fmt.Sprintf("| %s | %.2f | %.2f | %.2f | %.2f |", tg.name, sel, cp, base["sel"]/sel, base["copy"]/cp))
+		}
+		r.line(fmt.Sprintf("\nsekisho peak RSS (VmHWM) after the bulk reads: %.1f MiB\n", float64(procKB(gwProc.Process.Pid, "VmHWM"))/1024))
+	}
+
+	if !*skipTPS {
+		step("pgbench -S")
+		r.line("## pgbench -S (TPS; ratios to direct and to pgbouncer)\n")
+		r.line("| mode | clients | direct | sekisho | pgbouncer | sekisho/direct | sekisho/pgbouncer | pgbouncer/direct |")
+		r.line("|---|---|---|---|---|---|---|---|")
+		for _, mode := range []string{"simple", "extended", "prepared"} {
+			for _, c := range []int{1, 8, 32} {
+				tps := map[string]float64{}
+				for _, tg := range targets {
+					tps[tg.name] = pgbench(tg.url, "-S", "-M", mode, "-c", strconv.Itoa(c), "-j", strconv.Itoa(min(c, 2)))
+				}
+				r.line(fmt.Sprintf("| %s | %d | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f |", mode, c, tps["direct"], tps["sekisho"], tps["pgbouncer"],
+					tps["sekisho"]/tps["direct"], tps["sekisho"]/tps["pgbouncer"], tps["pgbouncer"]/tps["direct"]))
+			}
+		}
+		step("pgbench -S -C")
+		tps := map[string]float64{}
+		for _, tg := range targets {
+			tps[tg.name] = pgbench(tg.url, "-S", "-C", "-c", "8", "-j", "2")
+		}
+		r.line(fmt.Sprintf("| simple, new connection per transaction (-C) | 8 | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f |", tps["direct"], tps["sekisho"], tps["pgbouncer"],
+			tps["sekisho"]/tps["direct"], tps["sekisho"]/tps["pgbouncer"], tps["pgbouncer"]/tps["direct"]))
+
+		step("latency, 1 client, prepared")
+		r.line("\n## pgbench -S -M prepared, 1 client: per-transaction latency (µs)\n")
+		r.line("| target | median | p99 | median minus direct |")
+		r.line("|---|---|---|---|")
+		var directMedian float64
+		for _, tg := range targets {
+			med, p99 := pgbenchLatency(tg.url, work)
+			if tg.name == "direct" {
+				directMedian = med
+			}
+			r.line(fmt.Sprintf("| %s | %.0f | %.0f | %+.0f |", tg.name, med, p99, med-directMedian))
+		}
+	}
+
+	step("200 idle sessions")
+	rss, err := idleSessions(ctx, gw.url, gwProc.Process.Pid, 200)
+	if err != nil {
+		return err
+	}
+	r.line(fmt.Sprintf("\n## 200 idle sessions\n\nsekisho RSS with 200 idle sessions open: %.1f MiB; peak RSS over the whole run (VmHWM): %.1f MiB\n",
+		float64(rss)/1024, float64(procKB(gwProc.Process.Pid, "VmHWM"))/1024))
+	fmt.Print(r.b.String())
+	return os.WriteFile(filepath.Join(*outDir, "report.md"), []byte(r.b.String()), 0o644)
+}
+
+type report struct{ b strings.Builder }
+
+func (r *report) line(s string) { r.b.WriteString(s + "\n") }
+
+func step(s string) { fmt.Fprintf(os.Stderr, "bench: %s (%s)\n", s, time.Now().Format("15:04:05")) }
+
+var benchPassword = rand.Text()
+
+func startSekisho(ctx context.Context, bin, work string, cl *pglocal.Cluster) (string, *exec.Cmd, error) {
+	dir := filepath.Join(work, "gw")
+	os.MkdirAll(dir, 0o700)
+	if err := os.WriteFile(filepath.Join(dir, "upstream.pw"), []byte(cl.Password), 0o600); err != nil {
+		return "", nil, err
+	}
+	port, _ := pglocal.FreePort()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := fmt.Sprintf(`state_dir: state
+listen:
+  address: %s
+  allow_plaintext: true
+limits:
+  max_sessions: 1000
+upstreams:
+  - database: pharma
+    host: %s
+    port: %d
+    user: %s
+    password_file: upstream.pw
+    tls: disable
+`, addr, cl.Host, cl.Port, cl.User)
+	cfgPath := filepath.Join(dir, "sekisho.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return "", nil, err
+	}
+	st, err := store.OpenSQLite(filepath.Join(dir, "state"))
+	if err != nil {
+		return "", nil, err
+	}
+	v, _ := identity.NewVerifier(benchPassword)
+	err = st.AddUser(ctx, store.User{Name: "bench", Role: "bench", Verifier: v, Expires: time.Now().Add(24 * time.Hour), Created: time.Now(), CreatedBy: "bench"})
+	st.Close()
+	if err != nil {
+		return "", nil, err
+	}
+	logf, _ := os.Create(filepath.Join(*outDir, "sekisho.log"))
+	cmd := exec.Command(bin, "serve", "--config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	return addr, cmd, waitPort(addr)
+}
+
+func startPgbouncer(work string, cl *pglocal.Cluster) (string, *exec.Cmd, error) {
+	bin, err := exec.LookPath("pgbouncer")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/pgbouncer"); serr == nil {
+			bin = "/usr/sbin/pgbouncer"
+		} else {
+			return "", nil, fmt.Errorf("pgbouncer not found: apt-get install pgbouncer")
+		}
+	}
+	dir := filepath.Join(work, "pgbouncer")
+	os.MkdirAll(dir, 0o755)
+	port, _ := pglocal.FreePort()
+	ini := fmt.Sprintf(`[databases]
+pharma = host=%s port=%d dbname=pharma
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = %s/userlist.txt
+pool_mode = session
+max_client_conn = 1000
+default_pool_size = 300
+logfile = %s/pgbouncer.log
+`, cl.Host, cl.Port, port, dir, dir)
+	os.WriteFile(filepath.Join(dir, "pgbouncer.ini"), []byte(ini), 0o644)
+	os.WriteFile(filepath.Join(dir, "userlist.txt"), []byte(fmt.Sprintf("%q %q\n", cl.User, cl.Password)), 0o644)
+	cmd := exec.Command(bin, filepath.Join(dir, "pgbouncer.ini"))
+	if os.Geteuid() == 0 {
+		// pgbouncer refuses to run as root.
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return "", nil, err
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error { return os.Chown(p, uid, gid) })
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	return addr, cmd, waitPort(addr)
+}
+
+func waitPort(addr string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listens on %s", addr)
+}
+
+func stopProc(c *exec.Cmd) {
+	if c == nil || c.Process == nil {
+		return
+	}
+	c.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		c.Process.Kill()
+	}
+}
+
+func pgbench(url string, args ...string) float64 {
+	args = append(args, "-n", "-T", strconv.Itoa(*seconds), url)
+	out, err := exec.Command("pgbench", args...).CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgbench %v: %v\n%s\n", args[:len(args)-1], err, out)
+		return 0
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "tps = ") {
+			f := strings.Fields(l)
+			v, _ := strconv.ParseFloat(f[2], 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// pgbenchLatency runs one client in prepared mode with a transaction log
+// and returns the median and 99th percentile latency in microseconds.
+func pgbenchLatency(url, work string) (float64, float64) {
+	dir, _ := os.MkdirTemp(work, "lat-")
+	prefix := filepath.Join(dir, "log")
+	cmd := exec.Command("pgbench", "-S", "-M", "prepared", "-c", "1", "-n", "-T", strconv.Itoa(*seconds), "-l", "--log-prefix", prefix, url)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "pgbench latency: %v\n%s\n", err, out)
+		return 0, 0
+	}
+	files, _ := filepath.Glob(prefix + "*")
+	var lats []float64
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			if len(fs) >= 3 {
+				v, _ := strconv.ParseFloat(fs[2], 64)
+				lats = append(lats, v)
+			}
+		}
+		fh.Close()
+	}
+	if len(lats) == 0 {
+		return 0, 0
+	}
+	sort.Float64s(lats)
+	return lats[len(lats)/2], lats[int(math.Min(float64(len(lats)-1), float64(len(lats))*0.99))]
+}
+
+func timePsql(url, sql string) float64 {
+	start := time.Now()
+	cmd := exec.Command("psql", url, "-X", "-q", "-At", "-c", sql)
+	devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	defer devnull.Close()
+	cmd.Stdout = devnull
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "psql %q: %v\n%s\n", sql, err, stderr.String())
+		return math.NaN()
+	}
+	return time.Since(start).Seconds()
+}
+
+func best(n int, f func() float64) float64 {
+	b := math.Inf(1)
+	for i := 0; i < n; i++ {
+		b = math.Min(b, f())
+	}
+	return b
+}
+
+func procKB(pid int, field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, field+":") {
+			f := strings.Fields(l)
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func idleSessions(ctx context.Context, url string, pid, n int) (int64, error) {
+	var conns []*pgconn.PgConn
+	defer func() {
+		for _, c := range conns {
+			c.Close(ctx)
+		}
+	}()
+	for i := 0; i < n; i++ {
+		c, err := pgconn.Connect(ctx, url)
+		if err != nil {
+			return 0, fmt.Errorf("idle session %d: %w", i, err)
+		}
+		if _, err := c.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
+			return 0, err
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(time.Second)
+	return procKB(pid, "VmRSS"), nil
+}
+
+func serverVersion(ctx context.Context, url string) string {
+	c, err := pgconn.Connect(ctx, url)
+	if err != nil {
+		return "?"
+	}
+	defer c.Close(ctx)
+	return c.ParameterStatus("server_version")
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			return strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+		}
+	}
+	return "unknown CPU"
+}
