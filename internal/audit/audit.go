@@ -7,7 +7,7 @@
 package audit
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -73,20 +73,38 @@ type Sink interface {
 	Record(e Event) error
 }
 
-// File appends one JSON line per event. Each line reaches the kernel in a
-// single write before Record returns.
+// File appends one JSON line per event. Record encodes the event into a
+// pending buffer and returns; a writer goroutine writes whatever is pending
+// in one write, so concurrent sessions share a system call. The pending
+// buffer is bounded: when the file cannot keep up, or a write failed, Record
+// fails and the gateway refuses what it was about to allow.
+//
+// The tamper-evident log (hash chain, signed checkpoints, strict
+// audited-before-answered mode) builds on this.
 type File struct {
-	mu  sync.Mutex
-	w   io.Writer
-	c   io.Closer
-	buf []byte
+	mu      sync.Mutex
+	pending []byte
+	spare   []byte
+	err     error // sticky: the first write error
+	closed  bool
+	kick    chan struct{}
+	done    chan struct{}
+	flushed *sync.Cond
+	seq     uint64 // bytes accepted
+	written uint64 // bytes written
+
+	w io.Writer
+	c io.Closer
 }
+
+// maxPending bounds the memory audit events may hold while the disk is slow.
+const maxPending = 16 << 20
 
 // OpenFile opens (creating, mode 0600) the JSON-lines file at path, or
 // standard output for "-".
 func OpenFile(path string) (*File, error) {
 	if path == "-" {
-		return &File{w: os.Stdout}, nil
+		return NewWriter(os.Stdout), nil
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("audit dir: %w", err)
@@ -95,37 +113,110 @@ func OpenFile(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit file: %w", err)
 	}
-	return &File{w: f, c: f}, nil
+	a := NewWriter(f)
+	a.c = f
+	return a, nil
 }
 
-// NewWriter records to w (tests and export).
-func NewWriter(w io.Writer) *File { return &File{w: w} }
+// NewWriter records to w.
+func NewWriter(w io.Writer) *File {
+	f := &File{w: w, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	f.flushed = sync.NewCond(&f.mu)
+	go f.writer()
+	return f
+}
 
 // Record implements Sink.
 func (f *File) Record(e Event) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	e.Time = e.Time.UTC()
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	b, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("audit encode: %w", err)
+	switch {
+	case f.err != nil:
+		f.mu.Unlock()
+		return f.err
+	case f.closed:
+		f.mu.Unlock()
+		return errors.New("audit log closed")
+	case len(f.pending) > maxPending:
+		f.mu.Unlock()
+		return errors.New("audit log cannot keep up: too many events waiting to be written")
 	}
-	f.buf = append(append(f.buf[:0], b...), '\n')
-	if _, err := f.w.Write(f.buf); err != nil {
-		return fmt.Errorf("audit write: %w", err)
+	n := len(f.pending)
+	f.pending = append(e.AppendJSON(f.pending), '\n')
+	f.seq += uint64(len(f.pending) - n)
+	// Sent under the lock, so Close cannot close the channel meanwhile.
+	select {
+	case f.kick <- struct{}{}:
+	default:
 	}
+	f.mu.Unlock()
 	return nil
 }
 
-// Close closes the file.
+func (f *File) writer() {
+	defer close(f.done)
+	for {
+		_, open := <-f.kick
+		f.mu.Lock()
+		buf := f.pending
+		f.pending = f.spare[:0]
+		f.mu.Unlock()
+		if len(buf) > 0 {
+			_, err := f.w.Write(buf)
+			f.mu.Lock()
+			if err != nil && f.err == nil {
+				f.err = fmt.Errorf("audit write: %w", err)
+			}
+			f.written += uint64(len(buf))
+			if cap(buf) <= 1<<20 {
+				f.spare = buf[:0]
+			}
+			f.flushed.Broadcast()
+			f.mu.Unlock()
+		}
+		if !open {
+			return
+		}
+	}
+}
+
+// Flush waits until every event recorded so far is written.
+func (f *File) Flush() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	target := f.seq
+	for f.written < target && f.err == nil && !f.closed {
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+		f.flushed.Wait()
+	}
+	return f.err
+}
+
+// Close writes what is pending and closes the file.
 func (f *File) Close() error {
-	if f.c == nil {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
 		return nil
 	}
-	return f.c.Close()
+	f.closed = true
+	close(f.kick)
+	f.mu.Unlock()
+	<-f.done
+	f.mu.Lock()
+	err := f.err
+	f.mu.Unlock()
+	if f.c != nil {
+		if cerr := f.c.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
 }
 
 // Channel sends every event to a channel; tests assert on what arrives.

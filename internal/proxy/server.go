@@ -58,6 +58,8 @@ type Server struct {
 	handshake int                 // connections not yet sessions
 	listeners []net.Listener
 	closing   bool
+
+	stopReaper chan struct{}
 }
 
 // New makes a Server.
@@ -112,6 +114,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		return errors.New("proxy: server is shutting down")
 	}
 	s.listeners = append(s.listeners, ln)
+	if s.stopReaper == nil {
+		stop := make(chan struct{})
+		s.stopReaper = stop
+		go s.reapIdle(stop)
+	}
 	s.mu.Unlock()
 	var delay time.Duration
 	for {
@@ -162,6 +169,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, ln := range s.listeners {
 		ln.Close()
 	}
+	if s.stopReaper != nil {
+		close(s.stopReaper)
+		s.stopReaper = nil
+	}
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
@@ -187,6 +198,39 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return errors.New("proxy: sessions still running after shutdown")
 	}
 	return ctx.Err()
+}
+
+// reapIdle ends sessions that have been idle (nothing outstanding upstream,
+// nothing from the client) longer than their idle timeout. One ticker for
+// the server keeps timers off the per-statement path.
+func (s *Server) reapIdle(stop <-chan struct{}) {
+	tick := time.Second
+	if idle := s.cfg.Load().Limits.IdleTimeout.D(); idle > 0 && idle/4 < tick {
+		tick = max(idle/4, 10*time.Millisecond)
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		s.mu.Lock()
+		var idle []*Session
+		for _, ss := range s.sessions {
+			if limit := ss.cfg.Limits.IdleTimeout.D(); limit > 0 && ss.idleFor(now) > limit {
+				idle = append(idle, ss)
+			}
+		}
+		s.mu.Unlock()
+		for _, ss := range idle {
+			ss.Kill(&Refusal{Code: codeIdleSessionTimeout, Fatal: true, Reason: "idle_timeout",
+				Message: fmt.Sprintf("terminating connection due to idle-session timeout (%s)", ss.cfg.Limits.IdleTimeout.D()),
+				Hint:    "Reconnect when you need the database again."})
+		}
+	}
 }
 
 // register gives a new session a BackendKeyData key of its own. The client

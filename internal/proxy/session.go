@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -60,6 +59,11 @@ type Session struct {
 
 	started time.Time
 	ended   atomic.Bool
+
+	// For the idle timeout (checked by Server.reapIdle): when the client
+	// last sent something, and when the upstream last became idle.
+	lastClient atomic.Int64
+	lastReady  atomic.Int64
 }
 
 // run is a statement (or a Sync) on its way through the upstream.
@@ -106,6 +110,7 @@ func newSession(s *Server, cfg *config.Config, p Principal, client net.Conn, cr 
 		refusalToken: "sekisho_refusal_" + hex.EncodeToString(tok),
 		started:      s.now(),
 	}
+	ss.lastClient.Store(time.Now().UnixNano())
 	ss.cw.conn = client
 	cr.SetMaxLen(cfg.Limits.MaxMessageBytes)
 	if s.inspect != nil {
@@ -119,7 +124,6 @@ var (
 	errClientTerminate = errors.New("client_terminate")
 	errClientClosed    = errors.New("client_closed")
 	errUpstreamLost    = errors.New("upstream_lost")
-	errIdleTimeout     = errors.New("idle_timeout")
 	errProtocol        = errors.New("protocol_violation")
 	errKilled          = errors.New("killed")
 )
@@ -177,7 +181,7 @@ func (ss *Session) end(err error) {
 			reason = r.Reason
 		} else {
 			reason = err.Error()
-			for _, e := range []error{errClientTerminate, errClientClosed, errUpstreamLost, errIdleTimeout, errProtocol} {
+			for _, e := range []error{errClientTerminate, errClientClosed, errUpstreamLost, errProtocol} {
 				if errors.Is(err, e) {
 					reason = e.Error()
 				}
@@ -230,17 +234,17 @@ func (ss *Session) sendFatal(r *Refusal) {
 	_ = ss.cw.flush()
 }
 
-// setIdleDeadline arms the idle timeout while nothing is outstanding and
-// disarms it while the upstream works. Callers hold ss.mu.
-func (ss *Session) setIdleDeadlineLocked() {
-	if ss.cfg.Limits.IdleTimeout <= 0 {
-		return
+// idleFor reports how long the session has had nothing outstanding and
+// heard nothing from its client (0 while the upstream works).
+func (ss *Session) idleFor(now time.Time) time.Duration {
+	ss.mu.Lock()
+	busy := ss.pending > 0
+	ss.mu.Unlock()
+	if busy {
+		return 0
 	}
-	if ss.pending == 0 {
-		_ = ss.client.SetReadDeadline(time.Now().Add(ss.cfg.Limits.IdleTimeout.D()))
-	} else {
-		_ = ss.client.SetReadDeadline(time.Time{})
-	}
+	last := time.Unix(0, max(ss.lastClient.Load(), ss.lastReady.Load()))
+	return now.Sub(last)
 }
 
 // clientToUpstream reads client messages, lets the inspector decide the
@@ -249,14 +253,12 @@ func (ss *Session) clientToUpstream() error {
 	var dec wire.FrontendDecoder
 	stmts := map[string]string{}   // prepared statement name → redacted text
 	portals := map[string]string{} // portal name → redacted text
-	ss.mu.Lock()
-	ss.setIdleDeadlineLocked()
-	ss.mu.Unlock()
 	for {
 		typ, body, err := ss.cr.Next()
 		if err != nil {
 			return ss.clientReadError(err)
 		}
+		ss.lastClient.Store(time.Now().UnixNano())
 		switch typ {
 		case 'Q':
 			m, derr := dec.Decode(typ, body)
@@ -372,18 +374,12 @@ func (ss *Session) enqueue(r *run, syncPoint bool) {
 	ss.runs = append(ss.runs, r)
 	if syncPoint {
 		ss.pending++
-		ss.setIdleDeadlineLocked()
 	}
 	ss.mu.Unlock()
 }
 
 func (ss *Session) clientReadError(err error) error {
 	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		ss.sendFatal(&Refusal{Code: codeIdleSessionTimeout, Reason: "idle_timeout",
-			Message: fmt.Sprintf("terminating connection due to idle-session timeout (%s)", ss.cfg.Limits.IdleTimeout.D()),
-			Hint:    "Reconnect when you need the database again."})
-		return errIdleTimeout
 	case errors.Is(err, wire.ErrMessageTooLong):
 		return ss.refuseFatal(&Refusal{Code: codeProgramLimitExceeded, Reason: "message_too_long",
 			Message: fmt.Sprintf("a client message exceeds the gateway's limit of %d bytes", ss.cfg.Limits.MaxMessageBytes),
@@ -625,7 +621,9 @@ func (ss *Session) readyForQuery() {
 	if ss.pending > 0 {
 		ss.pending--
 	}
-	ss.setIdleDeadlineLocked()
+	if ss.pending == 0 {
+		ss.lastReady.Store(time.Now().UnixNano())
+	}
 	ss.mu.Unlock()
 	// A refusal decided but not reached (an earlier error aborted the
 	// pipeline) is still a decision the audit trail keeps.

@@ -14,34 +14,122 @@ import (
 // parser cannot read is not returned at all (it could hold a value): the
 // result then says only that it was unparsable and how long it was.
 func Redact(sql string) string {
-	if v, ok := redactCache.get(sql); ok {
+	if v, ok := exactCache.get(sql); ok {
 		return v
+	}
+	// Statements that differ only in numeric literals (an application's
+	// "WHERE id = 42", "WHERE id = 43") share one parser result: see
+	// literalShape for why that result is the same for every such text.
+	key, n, shaped := literalShape(sql)
+	if shaped && n > 0 {
+		if v, ok := shapeCache.get(key); ok {
+			return v
+		}
 	}
 	out, err := pg_query.Normalize(sql)
 	if err != nil {
 		out = fmt.Sprintf("(unparsable statement of %d bytes)", len(sql))
+	} else if shaped && n > 0 && placeholders(out) == n {
+		// Only when the parser replaced exactly the numbers we found (and
+		// nothing else) is the result the same for every text of this shape.
+		shapeCache.put(key, out)
 	}
-	redactCache.put(sql, out)
+	if !shaped || n == 0 {
+		exactCache.put(sql, out)
+	}
 	return out
 }
 
-// redactCache keeps recent results: clients repeat the same texts
-// (prepared statements, ORMs), and the parser costs microseconds.
-var redactCache = newCache(4096, 4096)
+// literalShape returns sql with each numeric literal replaced by NUL, and
+// how many there were. It declines (ok=false) anything but plain ASCII
+// keywords, identifiers, numbers, operators and punctuation: no quotes,
+// dollar signs, backslashes, comments, or numbers glued to letters or dots.
+// In what remains a numeric literal is a single token whose value cannot
+// change how the rest is parsed; Redact still takes every result from the
+// real parser and checks that it replaced exactly those numbers.
+func literalShape(sql string) (key string, n int, ok bool) {
+	if len(sql) > maxCachedText {
+		return "", 0, false
+	}
+	b := make([]byte, 0, len(sql))
+	isIdent := func(c byte) bool {
+		return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+	}
+	isDigit := func(c byte) bool { return c >= '0' && c <= '9' }
+	for i := 0; i < len(sql); {
+		c := sql[i]
+		switch {
+		case c >= 0x80 || c == '\'' || c == '"' || c == '$' || c == '\\' || c == 0:
+			return "", 0, false
+		case c == '-' && i+1 < len(sql) && sql[i+1] == '-', c == '/' && i+1 < len(sql) && sql[i+1] == '*':
+			return "", 0, false
+		case c == '.' && i+1 < len(sql) && isDigit(sql[i+1]):
+			return "", 0, false
+		case isIdent(c) && !isDigit(c):
+			j := i
+			for j < len(sql) && isIdent(sql[j]) {
+				j++
+			}
+			b = append(b, sql[i:j]...)
+			i = j
+		case isDigit(c):
+			if i > 0 && sql[i-1] == '.' {
+				return "", 0, false
+			}
+			j := i
+			for j < len(sql) && isDigit(sql[j]) {
+				j++
+			}
+			if j+1 < len(sql) && sql[j] == '.' && isDigit(sql[j+1]) {
+				j++
+				for j < len(sql) && isDigit(sql[j]) {
+					j++
+				}
+			}
+			if j < len(sql) && (isIdent(sql[j]) || sql[j] == '.') {
+				return "", 0, false // 1e5, 1_000, 0x1F, 12.: leave them to the parser
+			}
+			b = append(b, 0) // NUL: the one byte no shaped text contains
+			n++
+			i = j
+		default:
+			b = append(b, c)
+			i++
+		}
+	}
+	return string(b), n, true
+}
+
+// placeholders counts "$<digit>" in a normalized statement.
+func placeholders(s string) int {
+	n := 0
+	for i := 0; i+1 < len(s); i++ {
+		if s[i] == '$' && s[i+1] >= '0' && s[i+1] <= '9' {
+			n++
+		}
+	}
+	return n
+}
+
+// Caches of recent results: clients repeat the same texts (prepared
+// statements, ORMs), and the parser costs microseconds.
+const maxCachedText = 4096
+
+var (
+	exactCache = newCache(4096)
+	shapeCache = newCache(4096)
+)
 
 type cache struct {
-	mu      sync.Mutex
-	m       map[string]string
-	max     int
-	maxText int
+	mu  sync.Mutex
+	m   map[string]string
+	max int
 }
 
-func newCache(max, maxText int) *cache {
-	return &cache{m: make(map[string]string), max: max, maxText: maxText}
-}
+func newCache(max int) *cache { return &cache{m: make(map[string]string), max: max} }
 
 func (c *cache) get(k string) (string, bool) {
-	if len(k) > c.maxText {
+	if len(k) > maxCachedText {
 		return "", false
 	}
 	c.mu.Lock()
@@ -51,7 +139,7 @@ func (c *cache) get(k string) (string, bool) {
 }
 
 func (c *cache) put(k, v string) {
-	if len(k) > c.maxText {
+	if len(k) > maxCachedText {
 		return
 	}
 	c.mu.Lock()

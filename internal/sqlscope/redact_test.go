@@ -1,8 +1,11 @@
 package sqlscope
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
 func TestRedact(t *testing.T) {
@@ -35,5 +38,55 @@ func FuzzRedact(f *testing.F) {
 	f.Add("select $$a$$ || E'\\x41'")
 	f.Fuzz(func(t *testing.T, s string) {
 		_ = Redact(s)
+	})
+}
+
+// TestRedactShapeCacheAgreesWithParser checks that answers served from the
+// shape cache equal what the parser says for each text.
+func TestRedactShapeCacheAgreesWithParser(t *testing.T) {
+	texts := []string{
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 99999",
+		"SELECT abalance FROM pgbench_accounts WHERE aid = -5",
+		"SELECT 1.5 + 2 FROM t LIMIT 10",
+		"SELECT 7.25 + 300 FROM t LIMIT 1",
+		"SELECT x::varchar(10) FROM t WHERE a = 5",
+		"SELECT x::varchar(20) FROM t WHERE a = 6",
+		"SELECT * FROM t ORDER BY 1",
+		"SELECT * FROM t ORDER BY 2",
+		"SELECT a FROM t1 WHERE b IN (1, 2, 3)",
+		"SELECT a FROM t1 WHERE b IN (4, 5, 6)",
+		"SELECT 1e5", "SELECT 2e5", "SELECT 1_000", "SELECT .5", "SELECT t.5",
+		"SELECT true, 1", "SELECT false, 2",
+		"INSERT INTO t VALUES (1, 2) RETURNING 3",
+		"SELECT * FROM t WHERE a = 1 -- 2\n", "SELECT 'x', 1", "SELECT $1, 2",
+		"SELECT a FROM t GROUP BY 1 HAVING count(*) > 2",
+		"SELECT a FROM t GROUP BY 1 HAVING count(*) > 3",
+	}
+	for i := 0; i < 2; i++ { // the second pass is served from the caches
+		for _, s := range texts {
+			want, err := pg_query.Normalize(s)
+			if err != nil {
+				want = fmt.Sprintf("(unparsable statement of %d bytes)", len(s))
+			}
+			if got := Redact(s); got != want {
+				t.Errorf("pass %d: Redact(%q) = %q, parser says %q", i, s, got, want)
+			}
+		}
+	}
+}
+
+func FuzzRedactShape(f *testing.F) {
+	f.Add("SELECT a FROM t WHERE b = 1", "SELECT a FROM t WHERE b = 2")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		for _, s := range []string{a, b} {
+			want, err := pg_query.Normalize(s)
+			if err != nil {
+				continue
+			}
+			if got := Redact(s); got != want {
+				t.Fatalf("Redact(%q) = %q, parser says %q", s, got, want)
+			}
+		}
 	})
 }

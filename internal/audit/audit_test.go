@@ -1,0 +1,97 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+	tm := time.Date(2026, 11, 22, 9, 0, 0, 123456789, time.FixedZone("JST", 9*3600))
+	tests := []struct {
+		name string
+		e    Event
+	}{
+		{name: "minimal", e: Event{Time: tm, Type: SessionEnd}},
+		{name: "full", e: Event{Time: tm, Type: Statement, Session: 42, User: "alice", Role: "analyst", Source: "127.0.0.1:5000",
+			Database: "pharma", Reason: "r", Statement: "SELECT * FROM hcp WHERE id = $1", Protocol: "simple", Rows: 733820,
+			Duration: 12.345, Outcome: OutcomeOK, SQLState: "00000", Actor: "root"}},
+		{name: "escapes", e: Event{Time: tm, Type: Statement, Statement: "a\"b\\c\nd\te\x01f\u2028g 名前 \xff"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.e.AppendJSON(nil)
+			var back Event
+			if err := json.Unmarshal(got, &back); err != nil {
+				t.Fatalf("not JSON: %s: %v", got, err)
+			}
+			want := tt.e
+			want.Time = want.Time.UTC()
+			want.Statement = strings.ToValidUTF8(want.Statement, "\ufffd")
+			if back != want {
+				t.Fatalf("round trip:\n got %+v\nwant %+v", back, want)
+			}
+			std, _ := json.Marshal(want)
+			if !bytes.Equal(got, std) && tt.name != "escapes" {
+				t.Fatalf("differs from encoding/json:\n got %s\nwant %s", got, std)
+			}
+		})
+	}
+}
+
+func TestFileWritesLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "audit.jsonl")
+	f, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1000; i++ {
+		if err := f.Record(Event{Type: Statement, Rows: int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) != 1000 {
+		t.Fatalf("%d lines, want 1000", len(lines))
+	}
+	for i, l := range lines {
+		var e Event
+		if err := json.Unmarshal([]byte(l), &e); err != nil || e.Rows != int64(i) {
+			t.Fatalf("line %d: %q %v", i, l, err)
+		}
+	}
+	fi, _ := os.Stat(path)
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", fi.Mode().Perm())
+	}
+	if err := f.Record(Event{Type: Statement}); err == nil {
+		t.Fatal("Record after Close succeeded")
+	}
+}
+
+func FuzzAppendString(f *testing.F) {
+	f.Add("plain")
+	f.Add("\"\\\n\x00\xff\u2028")
+	f.Fuzz(func(t *testing.T, s string) {
+		var out string
+		if err := json.Unmarshal(appendString(nil, s), &out); err != nil {
+			t.Fatalf("invalid JSON for %q: %v", s, err)
+		}
+		// Converting to runes turns each invalid byte into U+FFFD, as
+		// appendString does.
+		if want := string([]rune(s)); out != want {
+			t.Fatalf("round trip %q -> %q, want %q", s, out, want)
+		}
+	})
+}

@@ -1,0 +1,103 @@
+package audit
+
+import (
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// AppendJSON appends e as one JSON object. It writes the same fields as
+// encoding/json would with the struct tags, without reflection: the
+// gateway records an event per statement, and this is on that path.
+func (e *Event) AppendJSON(b []byte) []byte {
+	b = append(b, `{"time":"`...)
+	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","type":`...)
+	b = appendString(b, string(e.Type))
+	if e.Session != 0 {
+		b = append(b, `,"session":`...)
+		b = strconv.AppendUint(b, e.Session, 10)
+	}
+	b = appendField(b, "user", e.User)
+	b = appendField(b, "role", e.Role)
+	b = appendField(b, "source", e.Source)
+	b = appendField(b, "database", e.Database)
+	b = appendField(b, "reason", e.Reason)
+	b = appendField(b, "statement", e.Statement)
+	b = appendField(b, "protocol", e.Protocol)
+	if e.Rows != 0 {
+		b = append(b, `,"rows":`...)
+		b = strconv.AppendInt(b, e.Rows, 10)
+	}
+	if e.Duration != 0 {
+		b = append(b, `,"duration_ms":`...)
+		b = strconv.AppendFloat(b, e.Duration, 'f', -1, 64)
+	}
+	b = appendField(b, "outcome", e.Outcome)
+	b = appendField(b, "sqlstate", e.SQLState)
+	b = appendField(b, "actor", e.Actor)
+	return append(b, '}')
+}
+
+func appendField(b []byte, key, v string) []byte {
+	if v == "" {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	b = append(b, '"', ':')
+	return appendString(b, v)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string: quotes, backslashes and control
+// characters escaped, invalid UTF-8 replaced by U+FFFD, and U+2028/U+2029
+// escaped so a line never splits in a JavaScript reader.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
