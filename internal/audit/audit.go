@@ -97,6 +97,10 @@ type File struct {
 	c io.Closer
 }
 
+// batchWindow is the longest an event waits in memory before its write
+// starts (while events keep arriving).
+const batchWindow = time.Millisecond
+
 // maxPending bounds the memory audit events may hold while the disk is slow.
 const maxPending = 16 << 20
 
@@ -179,6 +183,9 @@ func (f *File) writer() {
 		if !open {
 			return
 		}
+		// Let events gather for a moment: under load one write then
+		// carries many sessions' events instead of one each.
+		time.Sleep(batchWindow)
 	}
 }
 
