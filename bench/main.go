@@ -179,6 +179,25 @@ func run() error {
 		}
 	}
 
+	step("proxy CPU per transaction")
+	r.line("\n## Proxy CPU per transaction (pgbench -S -M prepared, 8 clients, 20,000 transactions each)\n")
+	r.line("| proxy | user µs/tx | system µs/tx | total µs/tx |")
+	r.line("|---|---|---|---|")
+	for _, p := range []struct {
+		name string
+		url  string
+		pid  int
+	}{{"sekisho", gw.url, gwProc.Process.Pid}, {"pgbouncer", pb.url, pbProc.Process.Pid}} {
+		u0, s0 := procCPU(p.pid)
+		out, err := exec.Command("pgbench", "-S", "-M", "prepared", "-c", "8", "-j", "2", "-t", "2500", "-n", p.url).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("pgbench for CPU: %v\n%s", err, out)
+		}
+		u1, s1 := procCPU(p.pid)
+		us := func(d time.Duration) float64 { return float64(d.Microseconds()) / 20000 }
+		r.line(fmt.Sprintf("| %s | %.1f | %.1f | %.1f |", p.name, us(u1-u0), us(s1-s0), us(u1-u0+s1-s0)))
+	}
+
 	step("200 idle sessions")
 	rss, err := idleSessions(ctx, gw.url, gwProc.Process.Pid, 200)
 	if err != nil {
@@ -423,6 +442,20 @@ func idleSessions(ctx context.Context, url string, pid, n int) (int64, error) {
 	}
 	time.Sleep(time.Second)
 	return procKB(pid, "VmRSS"), nil
+}
+
+// procCPU returns a process's user and system CPU time so far.
+func procCPU(pid int) (user, sys time.Duration) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0
+	}
+	// Fields after the command name (which may hold spaces) in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	tick := time.Second / 100 // USER_HZ
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u) * tick, time.Duration(s) * tick
 }
 
 func serverVersion(ctx context.Context, url string) string {

@@ -126,7 +126,7 @@ func cmdUserAdd(args []string) error {
 		return hintError{fmt.Errorf("user add: expiry %s is in the past", exp.Format(time.DateOnly)), "give a future date"}
 	}
 	if max := a.cfg.MaxAccountLifetime.D(); exp.Sub(now) > max {
-		return hintError{fmt.Errorf("user add: expiry %s is beyond the longest account lifetime (%s)", exp.Format(time.DateOnly), max),
+		return hintError{fmt.Errorf("user add: expiry %s is beyond the longest account lifetime (%d days)", exp.Format(time.DateOnly), int(max.Hours()/24)),
 			"choose an earlier date, or raise max_account_lifetime in the config"}
 	}
 	if len(a.cfg.Roles) > 0 && !a.cfg.HasRole(*role) {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/sekisho/sekisho/internal/audit"
+	"github.com/sekisho/sekisho/internal/config"
 )
 
 func TestAuthenticationAndAdmission(t *testing.T) {
@@ -271,5 +272,22 @@ func TestFunctionCallRefused(t *testing.T) {
 	}
 	g.audit.waitFor(t, "refused FunctionCall", func(e audit.Event) bool {
 		return e.Type == audit.Statement && e.Outcome == audit.OutcomeRefused && e.SQLState == "0A000"
+	})
+}
+
+func TestStartupTimeout(t *testing.T) {
+	g := startGW(t, func(c *config.Config, _ *Options) { c.Limits.StartupTimeout = config.Duration(300 * time.Millisecond) })
+	c, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Say nothing: the gateway must give up on us and close.
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("the gateway did not close a silent connection: %v", err)
+	}
+	g.audit.waitFor(t, "startup_timeout", func(e audit.Event) bool {
+		return e.Type == audit.ConnectionRefused && e.Reason == "startup_timeout"
 	})
 }
