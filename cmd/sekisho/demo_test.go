@@ -83,4 +83,3 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo directory %s still exists after Ctrl-C (%v)", dir, err)
 	}
 }
-
