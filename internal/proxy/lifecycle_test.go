@@ -329,3 +329,34 @@ func TestPsqlAndPgbench(t *testing.T) {
 		t.Fatalf("pgbench -C:\n%s", out)
 	}
 }
+
+func TestHugeUpstreamRowIsRefusedClearly(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	_, err := conn.Exec(t.Context(), "SELECT repeat('x', 70 * 1024 * 1024)").ReadAll()
+	var pe *pgconn.PgError
+	if !asPgError(err, &pe) || pe.Code != "54000" || !strings.Contains(pe.Message, "larger than the gateway's limit") {
+		t.Fatalf("huge row: %v", err)
+	}
+	other := g.connect(t)
+	exec(t, other, "SELECT 1")
+}
+
+func TestPreparedStatementLimit(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	for i := 0; i < maxPreparedStatements; i++ {
+		if _, err := conn.Prepare(t.Context(), fmt.Sprintf("s%d", i), "SELECT 1", nil); err != nil {
+			t.Fatalf("prepare %d: %v", i, err)
+		}
+	}
+	_, err := conn.Prepare(t.Context(), "one_too_many", "SELECT 1", nil)
+	if sqlState(err) != "54000" {
+		t.Fatalf("prepare beyond the limit: %v", err)
+	}
+	// Re-preparing a known name and the unnamed statement still work.
+	exec(t, conn, "DEALLOCATE s0")
+	if _, err := conn.Prepare(t.Context(), "", "SELECT 2", nil); err != nil {
+		t.Fatal(err)
+	}
+}

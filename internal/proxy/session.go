@@ -28,6 +28,10 @@ import (
 // keep a session's memory bounded whatever the result size.
 const flushAt = 64 << 10
 
+// maxPreparedStatements bounds the statement names a session may keep, so
+// the gateway's memory per session stays bounded.
+const maxPreparedStatements = 10000
+
 // Session is one admitted client relayed to its upstream.
 type Session struct {
 	srv       *Server
@@ -281,8 +285,16 @@ func (ss *Session) clientToUpstream() error {
 			}
 			p := m.(*pgproto3.Parse)
 			red := sqlscope.Redact(p.Query)
-			stmts[p.Name] = red
-			if ref := ss.decide(&Statement{Kind: 'P', Text: p.Query, Redacted: red, Name: p.Name}); ref != nil {
+			var ref *Refusal
+			if _, known := stmts[p.Name]; !known && p.Name != "" && len(stmts) >= maxPreparedStatements {
+				ref = &Refusal{Code: codeProgramLimitExceeded, Reason: "too_many_prepared_statements",
+					Message: fmt.Sprintf("too many prepared statements in this session (the gateway keeps at most %d)", maxPreparedStatements),
+					Hint:    "Close (DEALLOCATE) prepared statements you no longer need, or reconnect."}
+			} else {
+				stmts[p.Name] = red
+				ref = ss.decide(&Statement{Kind: 'P', Text: p.Query, Redacted: red, Name: p.Name})
+			}
+			if ref != nil {
 				r := &run{kind: 'R', text: red, start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
 				ss.uw, _ = (&pgproto3.Parse{Name: p.Name, Query: r.token}).Encode(ss.uw)
 				ss.enqueue(r, false)
@@ -295,6 +307,12 @@ func (ss *Session) clientToUpstream() error {
 				return ss.protocolError("malformed Bind message")
 			}
 			b := m.(*pgproto3.Bind)
+			if len(portals) >= maxPreparedStatements {
+				// Portals die with their transaction upstream, which the
+				// gateway does not track; forgetting them only loses the
+				// statement text of their audit events.
+				clear(portals)
+			}
 			portals[b.DestinationPortal] = stmts[b.PreparedStatement]
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
 		case 'E':
@@ -302,7 +320,11 @@ func (ss *Session) clientToUpstream() error {
 			if derr != nil {
 				return ss.protocolError("malformed Execute message")
 			}
-			ss.enqueue(&run{kind: 'E', text: portals[m.(*pgproto3.Execute).Portal], start: ss.srv.now()}, false)
+			text, ok := portals[m.(*pgproto3.Execute).Portal]
+			if !ok {
+				text = "(portal not known to the gateway)"
+			}
+			ss.enqueue(&run{kind: 'E', text: text, start: ss.srv.now()}, false)
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
 		case 'C':
 			m, derr := dec.Decode(typ, body)
@@ -422,6 +444,13 @@ func (ss *Session) upstreamToClient() error {
 			}
 			if errors.Is(err, net.ErrClosed) {
 				return errClientClosed
+			}
+			if errors.Is(err, wire.ErrMessageTooLong) {
+				// Cancel first: the upstream is still producing it.
+				_ = ss.up.cancel()
+				return ss.refuseFatal(&Refusal{Code: codeProgramLimitExceeded, Reason: "upstream_message_too_long",
+					Message: fmt.Sprintf("a message from the database server is larger than the gateway's limit of %d bytes", wire.DefaultMaxMessageLen),
+					Hint:    "Select fewer or smaller columns per row (for example substring() of large values)."})
 			}
 			ss.sendFatal(&Refusal{Code: codeConnectionFailure, Reason: "upstream_lost",
 				Message: fmt.Sprintf("sekisho lost the connection to the database server for %q", ss.principal.Database),
