@@ -127,7 +127,7 @@ func run() error {
 
 	if !*skipBulk {
 		step("bulk reads")
-		r.line("## Bulk read of hcp with psql (wall time, best of 3)\n")
+		r.line("### Bulk read of hcp with psql (wall time, best of 3)\n")
 		r.line("| target | SELECT * s | COPY TO STDOUT s | SELECT ratio to direct | COPY ratio to direct |")
 		r.line("|---|---|---|---|---|")
 		base := map[string]float64{}
@@ -144,7 +144,7 @@ func run() error {
 
 	if !*skipTPS {
 		step("pgbench -S")
-		r.line("## pgbench -S (TPS; ratios to direct and to pgbouncer)\n")
+		r.line("### pgbench -S (TPS; ratios to direct and to pgbouncer)\n")
 		r.line("| mode | clients | direct | sekisho | pgbouncer | sekisho/direct | sekisho/pgbouncer | pgbouncer/direct |")
 		r.line("|---|---|---|---|---|---|---|---|")
 		for _, mode := range []string{"simple", "extended", "prepared"} {
@@ -166,7 +166,7 @@ func run() error {
 			tps["sekisho"]/tps["direct"], tps["sekisho"]/tps["pgbouncer"], tps["pgbouncer"]/tps["direct"]))
 
 		step("latency, 1 client, prepared")
-		r.line("\n## pgbench -S -M prepared, 1 client: per-transaction latency (µs)\n")
+		r.line("\n### pgbench -S -M prepared, 1 client: per-transaction latency (µs)\n")
 		r.line("| target | median | p99 | median minus direct |")
 		r.line("|---|---|---|---|")
 		var directMedian float64
@@ -180,7 +180,7 @@ func run() error {
 	}
 
 	step("proxy CPU per transaction")
-	r.line("\n## Proxy CPU per transaction (pgbench -S -M prepared, 8 clients, 20,000 transactions each)\n")
+	r.line("\n### Proxy CPU per transaction (pgbench -S -M prepared, 8 clients, 20,000 transactions each)\n")
 	r.line("| proxy | user µs/tx | system µs/tx | total µs/tx |")
 	r.line("|---|---|---|---|")
 	for _, p := range []struct {
@@ -203,7 +203,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	r.line(fmt.Sprintf("\n## 200 idle sessions\n\nsekisho RSS with 200 idle sessions open: %.1f MiB; peak RSS over the whole run (VmHWM): %.1f MiB\n",
+	r.line(fmt.Sprintf("\n### 200 idle sessions\n\nsekisho RSS with 200 idle sessions open: %.1f MiB; peak RSS over the whole run (VmHWM): %.1f MiB\n",
 		float64(rss)/1024, float64(procKB(gwProc.Process.Pid, "VmHWM"))/1024))
 	fmt.Print(r.b.String())
 	return os.WriteFile(filepath.Join(*outDir, "report.md"), []byte(r.b.String()), 0o644)
