@@ -185,3 +185,30 @@ func FuzzBackendDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAuthMessages decodes what a client sends during SCRAM authentication
+// (PasswordMessage-typed 'p' frames) the way the gateway does.
+func FuzzAuthMessages(f *testing.F) {
+	first, _ := (&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("n,,n=,r=abc")}).Encode(nil)
+	final, _ := (&pgproto3.SASLResponse{Data: []byte("c=biws,r=abc,p=AAAA")}).Encode(nil)
+	f.Add(first)
+	f.Add(final)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := NewReader(bytes.NewReader(in), MaxAuthMessageLen)
+		for {
+			typ, body, err := r.Next()
+			if err != nil {
+				return
+			}
+			if typ != 'p' {
+				continue
+			}
+			var a pgproto3.SASLInitialResponse
+			if a.Decode(body) == nil && len(a.Data) > len(body) {
+				t.Fatal("decoded more data than the message holds")
+			}
+			var b pgproto3.SASLResponse
+			_ = b.Decode(body)
+		}
+	})
+}
