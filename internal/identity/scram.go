@@ -4,15 +4,17 @@
 package identity
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"strconv"
 	"strings"
 
@@ -22,8 +24,34 @@ import (
 // ScramIterations matches PostgreSQL's default scram_iterations.
 const ScramIterations = 4096
 
-// ScramMechanism is the only SASL mechanism the gateway offers.
-const ScramMechanism = "SCRAM-SHA-256"
+// SASL mechanisms the gateway offers: SCRAM-SHA-256 always, and over TLS
+// SCRAM-SHA-256-PLUS, which binds the exchange to the gateway's certificate
+// (tls-server-end-point, RFC 5929) so a man in the middle that terminates
+// TLS with another certificate cannot relay a login.
+const (
+	ScramMechanism     = "SCRAM-SHA-256"
+	ScramPlusMechanism = "SCRAM-SHA-256-PLUS"
+)
+
+// CertificateHash returns the tls-server-end-point channel binding data of
+// a certificate: its hash with the signature's hash function, SHA-256 for
+// MD5 and SHA-1 (RFC 5929 section 4.1).
+func CertificateHash(cert *x509.Certificate) ([]byte, error) {
+	var h hash.Hash
+	switch cert.SignatureAlgorithm {
+	case x509.MD5WithRSA, x509.SHA1WithRSA, x509.ECDSAWithSHA1,
+		x509.SHA256WithRSA, x509.SHA256WithRSAPSS, x509.ECDSAWithSHA256:
+		h = sha256.New()
+	case x509.SHA384WithRSA, x509.SHA384WithRSAPSS, x509.ECDSAWithSHA384:
+		h = sha512.New384()
+	case x509.SHA512WithRSA, x509.SHA512WithRSAPSS, x509.ECDSAWithSHA512:
+		h = sha512.New()
+	default:
+		return nil, fmt.Errorf("tls-server-end-point is undefined for signature algorithm %v", cert.SignatureAlgorithm)
+	}
+	h.Write(cert.Raw)
+	return h.Sum(nil), nil
+}
 
 // ErrAuthFailed is the one failure a client learns about: it never says
 // whether the account exists or which part was wrong.
@@ -125,31 +153,47 @@ func DecoyVerifier(key []byte, user string) Verifier {
 type ScramServer struct {
 	v               Verifier
 	decoy           bool
+	certHash        []byte // channel binding data; nil when not on TLS
+	plus            bool   // the client chose SCRAM-SHA-256-PLUS
+	gs2             string
 	clientFirstBare string
 	serverFirst     string
 	nonce           string
 }
 
 // NewScramServer starts an exchange against v. decoy marks an exchange for
-// an unknown user, which always fails at the last step.
-func NewScramServer(v Verifier, decoy bool) *ScramServer {
-	return &ScramServer{v: v, decoy: decoy}
+// an unknown user, which always fails at the last step. certHash is the
+// gateway certificate's channel binding data when the connection is TLS
+// (and SCRAM-SHA-256-PLUS was offered), nil otherwise. mechanism is what
+// the client chose.
+func NewScramServer(v Verifier, decoy bool, certHash []byte, mechanism string) *ScramServer {
+	return &ScramServer{v: v, decoy: decoy, certHash: certHash, plus: mechanism == ScramPlusMechanism}
 }
 
 // ClientFirst takes the client-first-message (the SASLInitialResponse data)
 // and returns the server-first-message.
 func (s *ScramServer) ClientFirst(msg []byte) ([]byte, error) {
 	m := string(msg)
-	// gs2-header: "n,," (no channel binding) or "y,," (client could bind,
-	// but the server did not offer SCRAM-SHA-256-PLUS). "p=" would ask for
-	// binding that was not offered. An authzid is not supported.
+	// gs2-header: "p=tls-server-end-point,," with SCRAM-SHA-256-PLUS;
+	// otherwise "n,," (client cannot bind) or "y,," (client could bind but
+	// thinks the server cannot). "y" when the server offered PLUS means
+	// someone removed PLUS from the offer: RFC 5802 section 6 says fail.
+	// An authzid is not supported.
 	var bare string
 	switch {
-	case strings.HasPrefix(m, "n,,"), strings.HasPrefix(m, "y,,"):
-		bare = m[3:]
+	case s.plus:
+		if s.certHash == nil || !strings.HasPrefix(m, "p=tls-server-end-point,,") {
+			return nil, ErrAuthFailed
+		}
+		s.gs2 = "p=tls-server-end-point,,"
+	case strings.HasPrefix(m, "n,,"):
+		s.gs2 = "n,,"
+	case strings.HasPrefix(m, "y,,") && s.certHash == nil:
+		s.gs2 = "y,,"
 	default:
 		return nil, ErrAuthFailed
 	}
+	bare = m[len(s.gs2):]
 	var clientNonce string
 	for _, attr := range strings.Split(bare, ",") {
 		if strings.HasPrefix(attr, "r=") {
@@ -197,8 +241,14 @@ func (s *ScramServer) ClientFinal(msg []byte) ([]byte, error) {
 			nonce = attr[2:]
 		}
 	}
-	gs2, err := base64.StdEncoding.DecodeString(cb)
-	if err != nil || !(bytes.Equal(gs2, []byte("n,,")) || bytes.Equal(gs2, []byte("y,,"))) {
+	// c= carries the gs2 header again, followed by the channel binding
+	// data when binding: it must be this connection's certificate hash.
+	want := []byte(s.gs2)
+	if s.plus {
+		want = append(want, s.certHash...)
+	}
+	got, err := base64.StdEncoding.DecodeString(cb)
+	if err != nil || subtle.ConstantTimeCompare(got, want) != 1 {
 		return nil, ErrAuthFailed
 	}
 	if subtle.ConstantTimeCompare([]byte(nonce), []byte(s.nonce)) != 1 {
@@ -210,8 +260,8 @@ func (s *ScramServer) ClientFinal(msg []byte) ([]byte, error) {
 	for j := range clientKey {
 		clientKey[j] = proof[j] ^ clientSig[j]
 	}
-	got := sha256.Sum256(clientKey)
-	ok := subtle.ConstantTimeCompare(got[:], s.v.StoredKey) == 1
+	stored := sha256.Sum256(clientKey)
+	ok := subtle.ConstantTimeCompare(stored[:], s.v.StoredKey) == 1
 	if !ok || s.decoy {
 		return nil, ErrAuthFailed
 	}

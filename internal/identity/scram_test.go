@@ -14,6 +14,10 @@ import (
 // client runs the client side of SCRAM-SHA-256 from the RFC, independently
 // of the server code, and returns the client-final-message.
 func clientFinal(t *testing.T, password, clientFirstBare, serverFirst string) string {
+	return clientFinalBound(t, password, "n,,", nil, clientFirstBare, serverFirst)
+}
+
+func clientFinalBound(t *testing.T, password, gs2 string, cbData []byte, clientFirstBare, serverFirst string) string {
 	t.Helper()
 	var nonce, saltB64 string
 	var iter int
@@ -32,7 +36,7 @@ func clientFinal(t *testing.T, password, clientFirstBare, serverFirst string) st
 	mac := func(k, m []byte) []byte { h := hmac.New(sha256.New, k); h.Write(m); return h.Sum(nil) }
 	clientKey := mac(salted, []byte("Client Key"))
 	stored := sha256.Sum256(clientKey)
-	without := "c=" + base64.StdEncoding.EncodeToString([]byte("n,,")) + ",r=" + nonce
+	without := "c=" + base64.StdEncoding.EncodeToString(append([]byte(gs2), cbData...)) + ",r=" + nonce
 	sig := mac(stored[:], []byte(clientFirstBare+","+serverFirst+","+without))
 	proof := make([]byte, 32)
 	for i := range proof {
@@ -65,7 +69,7 @@ func TestScramExchange(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := NewScramServer(v, tt.decoy)
+			s := NewScramServer(v, tt.decoy, nil, ScramMechanism)
 			bare := "n=,r=clientnonce123"
 			sf, err := s.ClientFirst([]byte("n,," + bare))
 			if err != nil {
@@ -88,11 +92,11 @@ func TestScramExchange(t *testing.T) {
 func TestScramRejectsMalformed(t *testing.T) {
 	v := DecoyVerifier([]byte("k"), "x")
 	for _, first := range []string{"", "p=tls-server-end-point,,n=,r=abc", "n,,n=,r=", "n,,n=,r=a b", "n,,m=ext,n=,r=abc", "n,a=authz,n=,r=abc"} {
-		if _, err := NewScramServer(v, false).ClientFirst([]byte(first)); err == nil {
+		if _, err := NewScramServer(v, false, nil, ScramMechanism).ClientFirst([]byte(first)); err == nil {
 			t.Errorf("ClientFirst(%q) accepted", first)
 		}
 	}
-	s := NewScramServer(v, false)
+	s := NewScramServer(v, false, nil, ScramMechanism)
 	if _, err := s.ClientFinal([]byte("c=biws,r=x,p=AAAA")); err == nil {
 		t.Error("ClientFinal before ClientFirst accepted")
 	}
@@ -119,7 +123,7 @@ func TestDecoyIsStable(t *testing.T) {
 func FuzzScramServer(f *testing.F) {
 	f.Add([]byte("n,,n=,r=abc"), []byte("c=biws,r=abc,p=AAAA"))
 	f.Fuzz(func(t *testing.T, first, final []byte) {
-		s := NewScramServer(DecoyVerifier([]byte("k"), "u"), false)
+		s := NewScramServer(DecoyVerifier([]byte("k"), "u"), false, nil, ScramMechanism)
 		if _, err := s.ClientFirst(first); err != nil {
 			return
 		}
@@ -127,4 +131,44 @@ func FuzzScramServer(f *testing.F) {
 			t.Fatal("a random proof was accepted")
 		}
 	})
+}
+
+func TestScramChannelBinding(t *testing.T) {
+	vs, _ := NewVerifier("correct horse")
+	v, _ := ParseVerifier(vs)
+	certHash := []byte("0123456789abcdef0123456789abcdef")
+	other := []byte("ffffffffffffffffffffffffffffffff")
+	bare := "n=,r=clientnonce123"
+	tests := []struct {
+		name      string
+		certHash  []byte // nil: not on TLS
+		mechanism string
+		gs2       string
+		cbData    []byte
+		wantOK    bool
+	}{
+		{name: "plus with the right certificate", certHash: certHash, mechanism: ScramPlusMechanism, gs2: "p=tls-server-end-point,,", cbData: certHash, wantOK: true},
+		{name: "plus relayed through another certificate", certHash: certHash, mechanism: ScramPlusMechanism, gs2: "p=tls-server-end-point,,", cbData: other},
+		{name: "plus claimed without binding", certHash: certHash, mechanism: ScramPlusMechanism, gs2: "n,,"},
+		{name: "plus without TLS", mechanism: ScramPlusMechanism, gs2: "p=tls-server-end-point,,", cbData: certHash},
+		{name: "plain over TLS, client cannot bind", certHash: certHash, mechanism: ScramMechanism, gs2: "n,,", wantOK: true},
+		{name: "downgrade: y while PLUS was offered", certHash: certHash, mechanism: ScramMechanism, gs2: "y,,"},
+		{name: "y without TLS", mechanism: ScramMechanism, gs2: "y,,", wantOK: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewScramServer(v, false, tt.certHash, tt.mechanism)
+			sf, err := s.ClientFirst([]byte(tt.gs2 + bare))
+			if err != nil {
+				if tt.wantOK {
+					t.Fatalf("ClientFirst: %v", err)
+				}
+				return
+			}
+			_, err = s.ClientFinal([]byte(clientFinalBound(t, "correct horse", tt.gs2, tt.cbData, bare, string(sf))))
+			if tt.wantOK != (err == nil) {
+				t.Fatalf("err = %v, wantOK %v", err, tt.wantOK)
+			}
+		})
+	}
 }

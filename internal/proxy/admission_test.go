@@ -93,9 +93,16 @@ func TestTLS(t *testing.T) {
 	if string(r[0].Rows[0][0]) != "1" {
 		t.Fatal("query over TLS failed")
 	}
+	// Over TLS the login is bound to the gateway's certificate.
+	bound, err := pgconn.Connect(t.Context(), g.url(testUser, testPassword)+"&channel_binding=require")
+	if err != nil {
+		t.Fatalf("channel_binding=require: %v", err)
+	}
+	bound.Close(t.Context())
+
 	// Downgrade: a plaintext startup is refused when TLS is required.
 	plain := strings.Replace(g.url(testUser, testPassword), "sslmode=verify-full", "sslmode=disable", 1)
-	_, err := pgconn.Connect(t.Context(), plain)
+	_, err = pgconn.Connect(t.Context(), plain)
 	var pe *pgconn.PgError
 	if !asPgError(err, &pe) || pe.Code != "28000" || !strings.Contains(pe.Message, "requires TLS") {
 		t.Fatalf("plaintext startup: %v", err)

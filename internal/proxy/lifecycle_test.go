@@ -309,7 +309,8 @@ func TestPsqlAndPgbench(t *testing.T) {
 		}
 		return string(out)
 	}
-	out := run(psql, url, "-X", "-v", "ON_ERROR_STOP=1", "-At", "-c", "CREATE TABLE p (id int, name text)", "-c", `\copy p FROM PROGRAM 'seq 1 100 | sed "s/$/\tn/"'`, "-c", "SELECT count(*), sum(id) FROM p")
+	// libpq binds the login to the gateway's certificate (SCRAM-SHA-256-PLUS).
+	out := run(psql, url+"&channel_binding=require", "-X", "-v", "ON_ERROR_STOP=1", "-At", "-c", "CREATE TABLE p (id int, name text)", "-c", `\copy p FROM PROGRAM 'seq 1 100 | sed "s/$/\tn/"'`, "-c", "SELECT count(*), sum(id) FROM p")
 	if !strings.Contains(out, "100|5050") {
 		t.Fatalf("psql output: %s", out)
 	}

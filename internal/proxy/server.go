@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/identity"
 	"github.com/sekisho/sekisho/internal/store"
 )
 
@@ -49,6 +51,7 @@ type Server struct {
 	inspect  func(Principal) Inspector
 	now      func() time.Time
 	decoyKey []byte
+	certHash []byte // tls-server-end-point data of the listener's certificate
 
 	nextID atomic.Uint64
 	wg     sync.WaitGroup
@@ -87,6 +90,16 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	s := &Server{
 		store: o.Store, audit: o.Audit, log: o.Log, tls: o.TLS, inspect: o.Inspect, now: o.Now,
 		decoyKey: key, sessions: make(map[uint32]*Session),
+	}
+	if o.TLS != nil && len(o.TLS.Certificates) > 0 && len(o.TLS.Certificates[0].Certificate) > 0 {
+		leaf, err := x509.ParseCertificate(o.TLS.Certificates[0].Certificate[0])
+		if err != nil {
+			return nil, fmt.Errorf("proxy: listener certificate: %w", err)
+		}
+		// Without it, SCRAM-SHA-256-PLUS is not offered; logins still work.
+		if s.certHash, err = identity.CertificateHash(leaf); err != nil {
+			o.Log.Warn("channel binding unavailable for the listener certificate", "err", err)
+		}
 	}
 	s.cfg.Store(o.Config)
 	return s, nil

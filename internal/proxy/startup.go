@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -228,7 +229,12 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 	if !known || perr != nil {
 		v = identity.DecoyVerifier(h.s.decoyKey, user)
 	}
-	scram := identity.NewScramServer(v, !known || perr != nil)
+	mechanisms := []string{identity.ScramMechanism}
+	var certHash []byte
+	if h.tls && h.s.certHash != nil {
+		certHash = h.s.certHash
+		mechanisms = []string{identity.ScramPlusMechanism, identity.ScramMechanism}
+	}
 
 	// Protocol negotiation, as PostgreSQL does it: offer 3.0 and name the
 	// _pq_ options we do not know.
@@ -244,7 +250,7 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 			return Principal{}, nil, &Refusal{Reason: "client_closed"}
 		}
 	}
-	if err := h.send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{identity.ScramMechanism}}); err != nil {
+	if err := h.send(&pgproto3.AuthenticationSASL{AuthMechanisms: mechanisms}); err != nil {
 		return Principal{}, nil, &Refusal{Reason: "client_closed"}
 	}
 	body, ref := h.readPassword(cr)
@@ -255,10 +261,12 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 	if err := first.Decode(body); err != nil {
 		return Principal{}, nil, protocolRefusal("malformed SASLInitialResponse")
 	}
-	if first.AuthMechanism != identity.ScramMechanism {
+	if !slices.Contains(mechanisms, first.AuthMechanism) {
 		return Principal{}, nil, &Refusal{Code: codeInvalidAuthorization, Reason: "bad_sasl_mechanism",
-			Message: "SASL mechanism not supported: sekisho offers only SCRAM-SHA-256", Hint: "Use a client that supports SCRAM-SHA-256 (libpq 10 or later)."}
+			Message: fmt.Sprintf("SASL mechanism %q not offered: sekisho offers %s", first.AuthMechanism, strings.Join(mechanisms, " and ")),
+			Hint:    "Use a client that supports SCRAM-SHA-256 (libpq 10 or later)."}
 	}
+	scram := identity.NewScramServer(v, !known || perr != nil, certHash, first.AuthMechanism)
 	serverFirst, err := scram.ClientFirst(first.Data)
 	if err != nil {
 		return Principal{}, nil, badPassword(user, h.cfg)
