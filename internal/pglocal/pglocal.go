@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sekisho/sekisho/internal/pki"
 )
 
 // ErrNoServer means no PostgreSQL server binaries were found.
@@ -124,6 +126,20 @@ func Start(ctx context.Context, opt Options) (*Cluster, error) {
 	}
 	_ = os.Remove(pwfile)
 
+	// TLS is available (not required) so callers can test encrypted
+	// upstream connections against a CA of their own.
+	tlsDir := filepath.Join(dir, "tls")
+	if err := pki.EnsureCA(tlsDir, []string{"127.0.0.1", "localhost"}); err != nil {
+		return nil, fmt.Errorf("server certificate: %w", err)
+	}
+	if cred != nil {
+		for _, p := range []string{tlsDir, filepath.Join(tlsDir, pki.ServerCertFile), filepath.Join(tlsDir, pki.ServerKeyFile)} {
+			if err := os.Chown(p, int(cred.Uid), int(cred.Gid)); err != nil {
+				return nil, err
+			}
+		}
+	}
+
 	settings := map[string]string{
 		"listen_addresses":        "127.0.0.1",
 		"unix_socket_directories": dir,
@@ -133,6 +149,9 @@ func Start(ctx context.Context, opt Options) (*Cluster, error) {
 		"max_connections":         "300",
 		"shared_buffers":          "128MB",
 		"logging_collector":       "off",
+	}
+	for k, v := range c.tlsSettings() {
+		settings[k] = v
 	}
 	for k, v := range opt.Settings {
 		settings[k] = v
@@ -195,6 +214,18 @@ func (c *Cluster) launch(ctx context.Context, bin, data string, cred *syscall.Cr
 	}
 }
 
+func (c *Cluster) tlsSettings() map[string]string {
+	return map[string]string{
+		"ssl":           "on",
+		"ssl_cert_file": filepath.Join(c.Dir, "tls", pki.ServerCertFile),
+		"ssl_key_file":  filepath.Join(c.Dir, "tls", pki.ServerKeyFile),
+	}
+}
+
+// CAPath is the CA certificate that issued the server's certificate (for
+// 127.0.0.1 and localhost).
+func (c *Cluster) CAPath() string { return filepath.Join(c.Dir, "tls", pki.CACertFile) }
+
 // ConnString returns a libpq URL for database db as the superuser.
 func (c *Cluster) ConnString(db string) string {
 	return fmt.Sprintf("postgres://%s:%s@%s:%d/%s?sslmode=disable", c.User, c.Password, c.Host, c.Port, db)
@@ -233,6 +264,9 @@ func (c *Cluster) Restart(ctx context.Context) error {
 		"fsync":                   "off",
 		"port":                    strconv.Itoa(c.Port),
 		"max_connections":         "300",
+	}
+	for k, v := range c.tlsSettings() {
+		settings[k] = v
 	}
 	return c.launch(ctx, bin, filepath.Join(c.Dir, "data"), cred, settings)
 }

@@ -361,3 +361,64 @@ func TestPreparedStatementLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestUpstreamTLS(t *testing.T) {
+	tests := []struct {
+		name   string
+		mode   string
+		caFile func(g *gw) string
+		wantOK bool
+	}{
+		{name: "require", mode: "require", wantOK: true},
+		{name: "verify-full with the server's CA", mode: "verify-full", caFile: func(g *gw) string { return g.cluster.CAPath() }, wantOK: true},
+		{name: "verify-full with another CA", mode: "verify-full", caFile: func(g *gw) string {
+			// The gateway's own CA did not issue the server's certificate.
+			if _, _, err := ServerTLS(g.cfg); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(g.cfg.StateDir, "ca.crt")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := startGW(t)
+			g.cfg.Upstreams[0].TLS = tt.mode
+			if tt.caFile != nil {
+				g.cfg.Upstreams[0].CAFile = tt.caFile(g)
+			}
+			conn, err := pgconn.Connect(t.Context(), g.url(testUser, testPassword))
+			if !tt.wantOK {
+				if sqlState(err) != "08001" {
+					t.Fatalf("connect with an untrusted upstream certificate: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			r := exec(t, conn, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+			if string(r[0].Rows[0][0]) != "t" {
+				t.Fatal("the upstream connection is not encrypted")
+			}
+			// The cancel travels to the upstream over TLS as well.
+			done := make(chan error, 1)
+			go func() {
+				_, err := conn.Exec(context.Background(), "SELECT pg_sleep(30)").ReadAll()
+				done <- err
+			}()
+			waitUntil(t, "sleep running", func() bool { return upstreamQueries(t, g, "SELECT pg_sleep(30)") == 1 })
+			if err := conn.CancelRequest(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-done:
+				if sqlState(err) != "57014" {
+					t.Fatalf("cancel over TLS: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("cancel over TLS did not arrive")
+			}
+		})
+	}
+}
