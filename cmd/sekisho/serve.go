@@ -54,6 +54,11 @@ func cmdServe(args []string) error {
 					log.Error("config reload refused; keeping the running config", "err", err)
 					continue
 				}
+				if tlsCfg, _, err := proxy.ServerTLS(next); err != nil {
+					log.Error("listener certificate reload refused; keeping the running one", "err", err)
+				} else if err := gw.srv.ReloadTLS(tlsCfg); err != nil {
+					log.Error("listener certificate reload refused; keeping the running one", "err", err)
+				}
 				gw.srv.Reload(next)
 				continue
 			}

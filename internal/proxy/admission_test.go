@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/pki"
 )
 
 func TestAuthenticationAndAdmission(t *testing.T) {
@@ -297,4 +299,29 @@ func TestStartupTimeout(t *testing.T) {
 	g.audit.waitFor(t, "startup_timeout", func(e audit.Event) bool {
 		return e.Type == audit.ConnectionRefused && e.Reason == "startup_timeout"
 	})
+}
+
+func TestListenerCertificateReload(t *testing.T) {
+	g := startGW(t, withTLS())
+	old := g.connect(t)
+	dir := t.TempDir()
+	if err := pki.EnsureCA(dir, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, pki.ServerCertFile), filepath.Join(dir, pki.ServerKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.srv.ReloadTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}); err != nil {
+		t.Fatal(err)
+	}
+	// New connections get the new certificate, with channel binding to it.
+	g.caPath = filepath.Join(dir, pki.CACertFile)
+	fresh, err := pgconn.Connect(t.Context(), g.url(testUser, testPassword)+"&channel_binding=require")
+	if err != nil {
+		t.Fatalf("after reload: %v", err)
+	}
+	fresh.Close(t.Context())
+	// The session that started before the reload goes on.
+	exec(t, old, "SELECT 1")
 }

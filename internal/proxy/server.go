@@ -47,11 +47,10 @@ type Server struct {
 	store    store.Store
 	audit    audit.Sink
 	log      *slog.Logger
-	tls      *tls.Config
+	tls      atomic.Pointer[listenerTLS] // nil: no TLS
 	inspect  func(Principal) Inspector
 	now      func() time.Time
 	decoyKey []byte
-	certHash []byte // tls-server-end-point data of the listener's certificate
 
 	nextID atomic.Uint64
 	wg     sync.WaitGroup
@@ -88,17 +87,12 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		store: o.Store, audit: o.Audit, log: o.Log, tls: o.TLS, inspect: o.Inspect, now: o.Now,
+		store: o.Store, audit: o.Audit, log: o.Log, inspect: o.Inspect, now: o.Now,
 		decoyKey: key, sessions: make(map[uint32]*Session),
 	}
-	if o.TLS != nil && len(o.TLS.Certificates) > 0 && len(o.TLS.Certificates[0].Certificate) > 0 {
-		leaf, err := x509.ParseCertificate(o.TLS.Certificates[0].Certificate[0])
-		if err != nil {
-			return nil, fmt.Errorf("proxy: listener certificate: %w", err)
-		}
-		// Without it, SCRAM-SHA-256-PLUS is not offered; logins still work.
-		if s.certHash, err = identity.CertificateHash(leaf); err != nil {
-			o.Log.Warn("channel binding unavailable for the listener certificate", "err", err)
+	if o.TLS != nil {
+		if err := s.ReloadTLS(o.TLS); err != nil {
+			return nil, err
 		}
 	}
 	s.cfg.Store(o.Config)
@@ -113,10 +107,35 @@ func (s *Server) Config() *config.Config { return s.cfg.Load() }
 // read only at start.
 func (s *Server) Reload(c *config.Config) {
 	old := s.cfg.Swap(c)
-	if old.Listen.Address != c.Listen.Address || old.Listen.TLS.CertFile != c.Listen.TLS.CertFile || old.Listen.TLS.KeyFile != c.Listen.TLS.KeyFile {
-		s.log.Warn("listener settings changed; they take effect at the next restart")
+	if old.Listen.Address != c.Listen.Address || old.Listen.AllowPlaintext != c.Listen.AllowPlaintext {
+		s.log.Warn("listen.address and listen.allow_plaintext take effect at the next restart")
 	}
 	s.log.Info("config reloaded", "upstreams", len(c.Upstreams))
+}
+
+// listenerTLS is the listener's TLS configuration with the channel binding
+// data of its certificate; they change together on reload.
+type listenerTLS struct {
+	cfg      *tls.Config
+	certHash []byte // nil: SCRAM-SHA-256-PLUS is not offered
+}
+
+// ReloadTLS makes new connections use c (a renewed certificate); live
+// sessions keep theirs.
+func (s *Server) ReloadTLS(c *tls.Config) error {
+	l := &listenerTLS{cfg: c}
+	if len(c.Certificates) > 0 && len(c.Certificates[0].Certificate) > 0 {
+		leaf, err := x509.ParseCertificate(c.Certificates[0].Certificate[0])
+		if err != nil {
+			return fmt.Errorf("proxy: listener certificate: %w", err)
+		}
+		// Without it, SCRAM-SHA-256-PLUS is not offered; logins still work.
+		if l.certHash, err = identity.CertificateHash(leaf); err != nil {
+			s.log.Warn("channel binding unavailable for the listener certificate", "err", err)
+		}
+	}
+	s.tls.Store(l)
+	return nil
 }
 
 // Serve accepts connections on ln until it is closed or Shutdown is called.

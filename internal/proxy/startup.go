@@ -45,8 +45,8 @@ type handshake struct {
 	cfg    *config.Config
 	conn   net.Conn
 	source string
-	tls    bool
-	ev     audit.Event // the connection event, filled in as facts are learnt
+	tls    *listenerTLS // the TLS this connection negotiated; nil if plaintext
+	ev     audit.Event  // the connection event, filled in as facts are learnt
 }
 
 func (s *Server) handleConn(raw net.Conn) {
@@ -140,7 +140,8 @@ func (h *handshake) startup() (*pgproto3.StartupMessage, *Refusal) {
 					Message: "protocol violation: a second SSLRequest", Hint: "Send one SSLRequest, then the startup message over TLS."}
 			}
 			sawSSL = true
-			if h.s.tls == nil {
+			lt := h.s.tls.Load()
+			if lt == nil {
 				if _, err := h.conn.Write([]byte{'N'}); err != nil {
 					return nil, &Refusal{Reason: "client_closed"}
 				}
@@ -149,11 +150,11 @@ func (h *handshake) startup() (*pgproto3.StartupMessage, *Refusal) {
 			if _, err := h.conn.Write([]byte{'S'}); err != nil {
 				return nil, &Refusal{Reason: "client_closed"}
 			}
-			tc := tls.Server(h.conn, h.s.tls)
+			tc := tls.Server(h.conn, lt.cfg)
 			if err := tc.Handshake(); err != nil {
 				return nil, &Refusal{Reason: "tls_handshake_failed"}
 			}
-			h.conn, h.tls = tc, true
+			h.conn, h.tls = tc, lt
 		case *pgproto3.GSSEncRequest:
 			if _, err := h.conn.Write([]byte{'N'}); err != nil {
 				return nil, &Refusal{Reason: "client_closed"}
@@ -187,7 +188,7 @@ func (h *handshake) checkStartup(m *pgproto3.StartupMessage) *Refusal {
 	if h.ev.Database == "" {
 		h.ev.Database = h.ev.User
 	}
-	if !h.tls && !h.cfg.Listen.AllowPlaintext {
+	if h.tls == nil && !h.cfg.Listen.AllowPlaintext {
 		return &Refusal{Code: codeInvalidAuthorization, Reason: "tls_required",
 			Message: "sekisho requires TLS: the connection was not encrypted",
 			Hint:    "Connect with sslmode=require, or sslmode=verify-full with sslrootcert set to the gateway's CA certificate."}
@@ -231,8 +232,10 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 	}
 	mechanisms := []string{identity.ScramMechanism}
 	var certHash []byte
-	if h.tls && h.s.certHash != nil {
-		certHash = h.s.certHash
+	// The binding data of the certificate this very handshake presented,
+	// even if the certificate was renewed since.
+	if h.tls != nil && h.tls.certHash != nil {
+		certHash = h.tls.certHash
 		mechanisms = []string{identity.ScramPlusMechanism, identity.ScramMechanism}
 	}
 
