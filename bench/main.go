@@ -109,6 +109,21 @@ func run() error {
 		return err
 	}
 	defer stopProc(gwProc)
+	step("starting the plain Go relay")
+	relayBin := filepath.Join(work, "relay")
+	if out, err := exec.Command("go", "build", "-o", relayBin, "./bench/relay").CombinedOutput(); err != nil {
+		return fmt.Errorf("build relay: %v\n%s", err, out)
+	}
+	rport, _ := pglocal.FreePort()
+	relayAddr := fmt.Sprintf("127.0.0.1:%d", rport)
+	relayProc := exec.Command(relayBin, relayAddr, fmt.Sprintf("%s:%d", cl.Host, cl.Port))
+	if err := relayProc.Start(); err != nil {
+		return err
+	}
+	defer stopProc(relayProc)
+	if err := waitPort(relayAddr); err != nil {
+		return err
+	}
 	step("starting pgbouncer")
 	pbAddr, pbProc, err := startPgbouncer(work, cl)
 	if err != nil {
@@ -119,7 +134,8 @@ func run() error {
 	direct := target{"direct", cl.ConnString("pharma")}
 	gw := target{"sekisho", fmt.Sprintf("postgres://bench:%s@%s/pharma?sslmode=disable", benchPassword, gwAddr)}
 	pb := target{"pgbouncer", fmt.Sprintf("postgres://%s:%s@%s/pharma?sslmode=disable", cl.User, cl.Password, pbAddr)}
-	targets := []target{direct, gw, pb}
+	relay := target{"go-relay", fmt.Sprintf("postgres://%s:%s@%s/pharma?sslmode=disable", cl.User, cl.Password, relayAddr)}
+	targets := []target{direct, gw, pb, relay}
 
 	r := &report{}
 	fmt.Fprintf(&r.b, "Machine: %d CPUs (%s/%s), %s; PostgreSQL %s; pgbench runs of %d s; hcp %d rows.\n\n",
@@ -131,7 +147,7 @@ func run() error {
 		r.line("| target | SELECT * s | COPY TO STDOUT s | SELECT ratio to direct | COPY ratio to direct |")
 		r.line("|---|---|---|---|---|")
 		base := map[string]float64{}
-		for _, tg := range targets {
+		for _, tg := range targets[:3] {
 			sel := best(3, func() float64 { return timePsql(tg.url, "SELECT * FROM hcp") })
 			cp := best(3, func() float64 { return timePsql(tg.url, "COPY hcp TO STDOUT") })
 			if tg.name == "direct" {
@@ -145,16 +161,17 @@ func run() error {
 	if !*skipTPS {
 		step("pgbench -S")
 		r.line("### pgbench -S (TPS; ratios to direct and to pgbouncer)\n")
-		r.line("| mode | clients | direct | sekisho | pgbouncer | sekisho/direct | sekisho/pgbouncer | pgbouncer/direct |")
-		r.line("|---|---|---|---|---|---|---|---|")
+		r.line("go-relay is bench/relay: io.Copy both ways, nothing else — the cost of Go's network stack alone.\n")
+		r.line("| mode | clients | direct | sekisho | pgbouncer | go-relay | sekisho/direct | sekisho/pgbouncer | pgbouncer/direct | sekisho/go-relay |")
+		r.line("|---|---|---|---|---|---|---|---|---|---|")
 		for _, mode := range []string{"simple", "extended", "prepared"} {
 			for _, c := range []int{1, 8, 32} {
 				tps := map[string]float64{}
 				for _, tg := range targets {
 					tps[tg.name] = pgbench(tg.url, "-S", "-M", mode, "-c", strconv.Itoa(c), "-j", strconv.Itoa(min(c, 2)))
 				}
-				r.line(fmt.Sprintf("| %s | %d | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f |", mode, c, tps["direct"], tps["sekisho"], tps["pgbouncer"],
-					tps["sekisho"]/tps["direct"], tps["sekisho"]/tps["pgbouncer"], tps["pgbouncer"]/tps["direct"]))
+				r.line(fmt.Sprintf("| %s | %d | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f |", mode, c, tps["direct"], tps["sekisho"], tps["pgbouncer"], tps["go-relay"],
+					tps["sekisho"]/tps["direct"], tps["sekisho"]/tps["pgbouncer"], tps["pgbouncer"]/tps["direct"], tps["sekisho"]/tps["go-relay"]))
 			}
 		}
 		step("pgbench -S -C")
@@ -162,8 +179,8 @@ func run() error {
 		for _, tg := range targets {
 			tps[tg.name] = pgbench(tg.url, "-S", "-C", "-c", "8", "-j", "2")
 		}
-		r.line(fmt.Sprintf("| simple, new connection per transaction (-C) | 8 | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f |", tps["direct"], tps["sekisho"], tps["pgbouncer"],
-			tps["sekisho"]/tps["direct"], tps["sekisho"]/tps["pgbouncer"], tps["pgbouncer"]/tps["direct"]))
+		r.line(fmt.Sprintf("| simple, new connection per transaction (-C) | 8 | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f |", tps["direct"], tps["sekisho"], tps["pgbouncer"], tps["go-relay"],
+			tps["sekisho"]/tps["direct"], tps["sekisho"]/tps["pgbouncer"], tps["pgbouncer"]/tps["direct"], tps["sekisho"]/tps["go-relay"]))
 
 		step("latency, 1 client, prepared")
 		r.line("\n### pgbench -S -M prepared, 1 client: per-transaction latency (µs)\n")
@@ -187,7 +204,7 @@ func run() error {
 		name string
 		url  string
 		pid  int
-	}{{"sekisho", gw.url, gwProc.Process.Pid}, {"pgbouncer", pb.url, pbProc.Process.Pid}} {
+	}{{"sekisho", gw.url, gwProc.Process.Pid}, {"pgbouncer", pb.url, pbProc.Process.Pid}, {"go-relay", relay.url, relayProc.Process.Pid}} {
 		u0, s0 := procCPU(p.pid)
 		out, err := exec.Command("pgbench", "-S", "-M", "prepared", "-c", "8", "-j", "2", "-t", "2500", "-n", p.url).CombinedOutput()
 		if err != nil {
