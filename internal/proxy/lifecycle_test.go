@@ -422,3 +422,20 @@ func TestUpstreamTLS(t *testing.T) {
 		})
 	}
 }
+
+func TestShutdownWithClientThatStoppedReading(t *testing.T) {
+	g := startGW(t)
+	c := rawSession(t, g)
+	// Ask for far more than the socket buffers hold, and never read it.
+	q, _ := (&pgproto3.Query{String: "SELECT generate_series(1, 10000000), repeat('x', 200)"}).Encode(nil)
+	c.Write(q)
+	waitUntil(t, "upstream query running", func() bool { return upstreamQueries(t, g, "SELECT generate_series(1, 10000000)%") == 1 })
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	g.srv.Shutdown(ctx)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("shutdown took %s with a client that does not read", d)
+	}
+	waitUntil(t, "upstream query gone", func() bool { return upstreamQueries(t, g, "SELECT generate_series(1, 10000000)%") == 0 })
+}

@@ -216,8 +216,10 @@ func (ss *Session) Kill(r *Refusal) {
 	}
 	ss.killed = r
 	ss.mu.Unlock()
-	ss.cw.mu.Lock()
+	// The deadline goes on before the lock: a relay blocked writing to a
+	// client that stopped reading holds the lock, and must give it up.
 	_ = ss.client.SetWriteDeadline(time.Now().Add(time.Second))
+	ss.cw.mu.Lock()
 	ss.cw.buf = ss.cw.buf[:0]
 	ss.cw.appendMsg(r.ErrorResponse())
 	_ = ss.cw.flush()
@@ -231,9 +233,9 @@ func (ss *Session) cancelUpstream() error { return ss.up.cancel() }
 // sendFatal tells the client why the session ends (best effort).
 func (ss *Session) sendFatal(r *Refusal) {
 	r.Fatal = true
+	_ = ss.client.SetWriteDeadline(time.Now().Add(time.Second)) // before the lock, as in Kill
 	ss.cw.mu.Lock()
 	defer ss.cw.mu.Unlock()
-	_ = ss.client.SetWriteDeadline(time.Now().Add(time.Second))
 	ss.cw.appendMsg(r.ErrorResponse())
 	_ = ss.cw.flush()
 }
