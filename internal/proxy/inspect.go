@@ -20,6 +20,14 @@ type Inspector interface {
 	// Result is called with each RowDescription the upstream sends. The
 	// RowFilter it returns (nil: rows pass unchanged) sees every DataRow
 	// until the result ends.
+	//
+	// In the extended protocol rows often arrive without a RowDescription
+	// in the same response (the client described the statement when it
+	// prepared it, or never did). Then Result is called with nil before
+	// the first row: the inspector does not know the columns and must
+	// decide anyway (an inspector that masks should refuse, or the
+	// gateway must first learn the columns, for example by sending its own
+	// Describe after each Bind). Rows are never passed on unseen.
 	Result(rd *pgproto3.RowDescription) RowFilter
 }
 

@@ -32,6 +32,13 @@ func (r refuseWord) Statement(st *Statement) *Refusal {
 }
 
 func (r refuseWord) Result(rd *pgproto3.RowDescription) RowFilter {
+	if rd == nil {
+		// Columns unknown: fail closed.
+		return func([][]byte) *Refusal {
+			return &Refusal{Code: codeInsufficientPrivilege, Reason: "test_policy",
+				Message: "result columns unknown to the test policy", Hint: "Describe the portal."}
+		}
+	}
 	for i, f := range rd.Fields {
 		if string(f.Name) == "shout" && f.Format == 0 {
 			return func(values [][]byte) *Refusal {
@@ -104,6 +111,43 @@ func TestInspectorSeam(t *testing.T) {
 	r = exec(t, conn, "SELECT 'quiet' AS shout, 'quiet' AS calm")
 	if string(r[0].Rows[0][0]) != "QUIET" || string(r[0].Rows[0][1]) != "quiet" {
 		t.Fatalf("row filter: %q", r[0].Rows[0])
+	}
+
+	// Rows of a statement executed without a Describe reach the inspector
+	// as "columns unknown", never unseen.
+	if _, err := conn.Prepare(t.Context(), "p", "SELECT 'quiet' AS shout", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.SyncConn(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := conn.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Conn.Close()
+	fe := pgproto3.NewFrontend(hc.Conn, hc.Conn)
+	fe.Send(&pgproto3.Bind{PreparedStatement: "p"})
+	fe.Send(&pgproto3.Execute{})
+	fe.Send(&pgproto3.Sync{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	hc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("no refusal before the connection ended: %v", err)
+		}
+		if _, ok := m.(*pgproto3.DataRow); ok {
+			t.Fatal("a row passed without the inspector seeing its columns")
+		}
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			if e.Message != "result columns unknown to the test policy" {
+				t.Fatalf("refusal: %+v", e)
+			}
+			break
+		}
 	}
 }
 

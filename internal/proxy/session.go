@@ -437,7 +437,8 @@ func (ss *Session) refuseFatal(r *Refusal) error {
 func (ss *Session) upstreamToClient() error {
 	var dec wire.BackendDecoder
 	var filter RowFilter
-	var cur *run // the statement whose rows are arriving
+	described := false // a RowDescription (or Result(nil)) covers the rows now arriving
+	var cur *run       // the statement whose rows are arriving
 	for {
 		typ, body, err := ss.ur.Next()
 		if err != nil {
@@ -468,6 +469,14 @@ func (ss *Session) upstreamToClient() error {
 			if cur != nil {
 				cur.rows++
 			}
+			if ss.inspector != nil && !described {
+				// Rows without a RowDescription in this response (the
+				// client described the statement earlier, or never): the
+				// inspector is told it does not know the columns, and
+				// decides; it must not be skipped.
+				filter = ss.inspector.Result(nil)
+				described = true
+			}
 			if filter != nil {
 				m, derr := dec.Decode(typ, body)
 				if derr != nil {
@@ -483,7 +492,7 @@ func (ss *Session) upstreamToClient() error {
 				forward = false
 			}
 		case 'T':
-			filter = nil
+			filter, described = nil, true
 			if ss.inspector != nil {
 				m, derr := dec.Decode(typ, body)
 				if derr != nil {
@@ -492,7 +501,7 @@ func (ss *Session) upstreamToClient() error {
 				filter = ss.inspector.Result(m.(*pgproto3.RowDescription))
 			}
 		case 'C':
-			filter = nil
+			filter, described = nil, false
 			if cur != nil {
 				cur.tagRows += tagRows(body)
 				if cur.kind == 'E' {
@@ -501,13 +510,13 @@ func (ss *Session) upstreamToClient() error {
 				}
 			}
 		case 's', 'I':
-			filter = nil
+			filter, described = nil, false
 			if cur != nil && cur.kind == 'E' {
 				ss.finish(cur, audit.OutcomeOK)
 				cur = nil
 			}
 		case 'E':
-			filter = nil
+			filter, described = nil, false
 			m, derr := dec.Decode(typ, body)
 			if derr != nil {
 				return errUpstreamLost
@@ -539,7 +548,7 @@ func (ss *Session) upstreamToClient() error {
 				return errUpstreamLost
 			}
 		case 'Z':
-			filter = nil
+			filter, described = nil, false
 			ss.readyForQuery()
 			cur = nil
 		}
