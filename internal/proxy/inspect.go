@@ -28,6 +28,9 @@ type Inspector interface {
 	// decide anyway (an inspector that masks should refuse, or the
 	// gateway must first learn the columns, for example by sending its own
 	// Describe after each Bind). Rows are never passed on unseen.
+	//
+	// COPY TO STDOUT data is not shown to the inspector: decide COPY (and
+	// COPY (SELECT ...)) when its statement comes to Statement.
 	Result(rd *pgproto3.RowDescription) RowFilter
 }
 
