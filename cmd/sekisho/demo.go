@@ -27,12 +27,12 @@ import (
 
 // demoUsers are the accounts the later features are shown with.
 var demoUsers = []struct {
-	name, role string
-	life       time.Duration
+	name, role, kind, sponsor string
+	life                      time.Duration
 }{
-	{"admin", "admin", 30 * 24 * time.Hour},
-	{"analyst", "analyst", 90 * 24 * time.Hour},
-	{"contractor", "contractor", 30 * 24 * time.Hour},
+	{"admin", "admin", store.KindEmployee, "", 30 * 24 * time.Hour},
+	{"analyst", "analyst", store.KindEmployee, "", 90 * 24 * time.Hour},
+	{"contractor", "contractor", store.KindContractor, "analyst", 30 * 24 * time.Hour},
 }
 
 func cmdDemo(args []string) error {
@@ -144,7 +144,7 @@ listen:
   allow_plaintext: %t
 contact: the demo administrator
 roles: [admin, analyst, contractor]
-max_account_lifetime: 365d
+account_lifetime: {employee: 365d, contractor: 90d, service: 365d}
 limits:
   idle_timeout: 30m
   shutdown_timeout: 2s
@@ -182,7 +182,7 @@ upstreams:
 			st.Close()
 			return d, err
 		}
-		if err := st.AddUser(ctx, store.User{Name: u.name, Role: u.role, Verifier: v, Expires: now.Add(u.life).UTC(), Created: now.UTC(), CreatedBy: "demo"}); err != nil {
+		if err := st.AddUser(ctx, store.User{Name: u.name, Kind: u.kind, Sponsor: u.sponsor, Role: u.role, Verifier: v, Expires: now.Add(u.life).UTC(), Created: now.UTC(), CreatedBy: "demo"}); err != nil {
 			st.Close()
 			return d, err
 		}

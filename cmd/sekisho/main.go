@@ -23,9 +23,14 @@ const usage = `sekisho: a zero-trust gateway for PostgreSQL databases of persona
 usage:
   sekisho demo [--listen ADDR] [--hcp-rows N]     throwaway PostgreSQL + synthetic data + gateway
   sekisho serve --config FILE                     run the gateway
-  sekisho user add NAME --role ROLE --expires DATE|DURATION [--password-stdin] --config FILE
+  sekisho user add NAME --role ROLE --expires DATE|DURATION [--kind employee|contractor|service]
+                   [--sponsor EMPLOYEE] [--password-stdin] --config FILE
   sekisho user list --config FILE
+  sekisho user show NAME --config FILE
   sekisho user passwd NAME [--password-stdin] --config FILE
+  sekisho user extend NAME --expires DATE|DURATION --config FILE
+  sekisho user disable NAME --reason TEXT --config FILE
+  sekisho user enable NAME --config FILE
   sekisho version
 
 Exit codes: 0 success, 1 failure, 2 wrong usage.

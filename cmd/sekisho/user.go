@@ -22,15 +22,23 @@ import (
 
 func cmdUser(args []string) error {
 	if len(args) == 0 {
-		return usageError{"user: name a subcommand: add, list or passwd"}
+		return usageError{"user: name a subcommand: add, list, show, passwd, extend, disable or enable"}
 	}
 	switch args[0] {
 	case "add":
 		return cmdUserAdd(args[1:])
 	case "list":
 		return cmdUserList(args[1:])
+	case "show":
+		return cmdUserShow(args[1:])
 	case "passwd":
 		return cmdUserPasswd(args[1:])
+	case "extend":
+		return cmdUserExtend(args[1:])
+	case "disable":
+		return cmdUserDisable(args[1:], true)
+	case "enable":
+		return cmdUserDisable(args[1:], false)
 	}
 	return usageError{fmt.Sprintf("user: unknown subcommand %q", args[0])}
 }
@@ -95,12 +103,26 @@ func cmdUserAdd(args []string) error {
 	role := fs.String("role", "", "role")
 	expires := fs.String("expires", "", "expiry: a date (2026-12-31) or a duration (90d, 8h)")
 	stdin := fs.Bool("password-stdin", false, "read the password from standard input")
+	kind := fs.String("kind", store.KindEmployee, "employee, contractor or service")
+	sponsor := fs.String("sponsor", "", "the employee answerable for a contractor or service account")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
 		return usageError{"user add: give exactly one user name"}
+	}
+	switch *kind {
+	case store.KindEmployee:
+		if *sponsor != "" {
+			return usageError{"user add: --sponsor is for contractor and service accounts"}
+		}
+	case store.KindContractor, store.KindService:
+		if *sponsor == "" {
+			return hintError{fmt.Errorf("user add: a %s account needs a sponsor", *kind), "name the employee answerable for it: --sponsor NAME"}
+		}
+	default:
+		return usageError{fmt.Sprintf("user add: --kind %q: use employee, contractor or service", *kind)}
 	}
 	name := pos[0]
 	if err := checkName(name); err != nil {
@@ -122,12 +144,17 @@ func cmdUserAdd(args []string) error {
 	if err != nil {
 		return err
 	}
-	if !exp.After(now) {
-		return hintError{fmt.Errorf("user add: expiry %s is in the past", exp.Format(time.DateOnly)), "give a future date"}
+	if err := checkExpiry(a.cfg, *kind, exp, now); err != nil {
+		return err
 	}
-	if max := a.cfg.MaxAccountLifetime.D(); exp.Sub(now) > max {
-		return hintError{fmt.Errorf("user add: expiry %s is beyond the longest account lifetime (%d days)", exp.Format(time.DateOnly), int(max.Hours()/24)),
-			"choose an earlier date, or raise max_account_lifetime in the config"}
+	if *sponsor != "" {
+		sp, err := a.st.User(context.Background(), *sponsor)
+		if err != nil {
+			return hintError{fmt.Errorf("user add: sponsor %q: %w", *sponsor, err), "the sponsor must be an existing employee account"}
+		}
+		if sp.Kind != store.KindEmployee {
+			return hintError{fmt.Errorf("user add: sponsor %q is a %s account", *sponsor, sp.Kind), "the sponsor must be an employee"}
+		}
 	}
 	if len(a.cfg.Roles) > 0 && !a.cfg.HasRole(*role) {
 		return hintError{fmt.Errorf("user add: role %q is not defined", *role), "use one of: " + strings.Join(a.cfg.Roles, ", ")}
@@ -141,7 +168,7 @@ func cmdUserAdd(args []string) error {
 		return err
 	}
 	who := actor()
-	u := store.User{Name: name, Role: *role, Verifier: v, Expires: exp.UTC(), Created: now.UTC(), CreatedBy: who}
+	u := store.User{Name: name, Kind: *kind, Sponsor: *sponsor, Role: *role, Verifier: v, Expires: exp.UTC(), Created: now.UTC(), CreatedBy: who}
 	if err := a.st.AddUser(context.Background(), u); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return hintError{err, "choose another name, or change its password with 'sekisho user passwd'"}
@@ -151,7 +178,7 @@ func cmdUserAdd(args []string) error {
 	if err := a.au.Record(audit.Event{Type: audit.AccountChange, User: name, Role: *role, Actor: who, Reason: "created"}); err != nil {
 		return err
 	}
-	fmt.Printf("added %s (role %s, expires %s)\n", name, *role, exp.UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Printf("added %s (%s, role %s, expires %s)\n", name, *kind, *role, exp.UTC().Format("2006-01-02 15:04 MST"))
 	if generated {
 		fmt.Printf("password: %s\n(shown once; give it to %s over a secure channel)\n", pw, name)
 	}
@@ -176,7 +203,7 @@ func cmdUserList(args []string) error {
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tEXPIRES\tSTATUS\tCREATED BY")
+	fmt.Fprintln(tw, "NAME\tKIND\tROLE\tEXPIRES\tSTATUS\tLAST LOGIN\tSPONSOR")
 	for _, u := range users {
 		status := "active"
 		switch {
@@ -185,7 +212,7 @@ func cmdUserList(args []string) error {
 		case u.Expired(now):
 			status = "expired"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Name, u.Role, u.Expires.Format(time.DateOnly), status, u.CreatedBy)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", u.Name, u.Kind, u.Role, u.Expires.Format(time.DateOnly), status, dateOrNever(u.LastLogin), dashIfEmpty(u.Sponsor))
 	}
 	return tw.Flush()
 }
@@ -275,3 +302,171 @@ func readOrMakePassword(fromStdin bool) (string, bool, error) {
 
 // generatePassword returns 26 base32 characters (130 bits).
 func generatePassword() string { return rand.Text() }
+
+// checkExpiry enforces that an expiry is in the future and within the
+// lifetime the config allows for the kind of account.
+func checkExpiry(cfg *config.Config, kind string, exp, now time.Time) error {
+	if !exp.After(now) {
+		return hintError{fmt.Errorf("expiry %s is in the past", exp.Format(time.DateOnly)), "give a future date"}
+	}
+	if max := cfg.AccountLifetime[kind].D(); exp.Sub(now) > max {
+		return hintError{fmt.Errorf("expiry %s is beyond the longest lifetime for %s accounts (%d days)", exp.Format(time.DateOnly), kind, int(max.Hours()/24)),
+			"choose an earlier date, or raise account_lifetime." + kind + " in the config"}
+	}
+	return nil
+}
+
+func dateOrNever(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.Format(time.DateOnly)
+}
+
+func dashIfEmpty(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func cmdUserShow(args []string) error {
+	fs := flag.NewFlagSet("user show", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfgPath := fs.String("config", "sekisho.yaml", "config file")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"user show: give exactly one user name"}
+	}
+	a, err := openAdmin(*cfgPath)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	u, err := a.st.User(context.Background(), pos[0])
+	if err != nil {
+		return hintError{err, "'sekisho user list' shows the accounts"}
+	}
+	status := "active"
+	switch {
+	case u.Disabled:
+		status = "disabled: " + u.DisabledReason
+	case u.Expired(time.Now()):
+		status = "expired"
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	for _, kv := range [][2]string{
+		{"name", u.Name}, {"kind", u.Kind}, {"sponsor", dashIfEmpty(u.Sponsor)}, {"role", u.Role},
+		{"status", status}, {"expires", u.Expires.Format(time.RFC3339)},
+		{"created", u.Created.Format(time.RFC3339) + " by " + u.CreatedBy},
+		{"last change", changed(u)}, {"last login", dateOrNever(u.LastLogin)},
+	} {
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+	}
+	return tw.Flush()
+}
+
+func changed(u store.User) string {
+	if u.Updated.IsZero() {
+		return "-"
+	}
+	return u.Updated.Format(time.RFC3339) + " by " + u.UpdatedBy
+}
+
+func cmdUserExtend(args []string) error {
+	fs := flag.NewFlagSet("user extend", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfgPath := fs.String("config", "sekisho.yaml", "config file")
+	expires := fs.String("expires", "", "new expiry: a date or a duration from now")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *expires == "" {
+		return usageError{"user extend: give one user name and --expires"}
+	}
+	a, err := openAdmin(*cfgPath)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	now := time.Now()
+	exp, err := parseExpiry(*expires, now)
+	if err != nil {
+		return err
+	}
+	who := actor()
+	u, err := a.st.UpdateUser(context.Background(), pos[0], func(u *store.User) error {
+		if err := checkExpiry(a.cfg, u.Kind, exp, now); err != nil {
+			return err
+		}
+		u.Expires, u.Updated, u.UpdatedBy = exp.UTC(), now.UTC(), who
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return hintError{err, "'sekisho user list' shows the accounts"}
+		}
+		return err
+	}
+	if err := a.au.Record(audit.Event{Type: audit.AccountChange, User: u.Name, Role: u.Role, Actor: who, Reason: "extended to " + u.Expires.Format(time.RFC3339)}); err != nil {
+		return err
+	}
+	fmt.Printf("%s now expires %s\n", u.Name, u.Expires.Format("2006-01-02 15:04 MST"))
+	return nil
+}
+
+// cmdUserDisable disables (or enables) an account. New connections are
+// refused at once; ending live sessions needs the running gateway's admin
+// API, which comes with suspension.
+func cmdUserDisable(args []string, disable bool) error {
+	verb := map[bool]string{true: "disable", false: "enable"}[disable]
+	fs := flag.NewFlagSet("user "+verb, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfgPath := fs.String("config", "sekisho.yaml", "config file")
+	reason := fs.String("reason", "", "why (kept with the account and in the audit log)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"user " + verb + ": give exactly one user name"}
+	}
+	if disable && strings.TrimSpace(*reason) == "" {
+		return hintError{errors.New("user disable: --reason is required"), "say why, for the record: --reason \"contract ended\""}
+	}
+	a, err := openAdmin(*cfgPath)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	who := actor()
+	now := time.Now().UTC()
+	u, err := a.st.UpdateUser(context.Background(), pos[0], func(u *store.User) error {
+		u.Disabled = disable
+		u.DisabledReason = ""
+		if disable {
+			u.DisabledReason = *reason + " (" + who + ", " + now.Format(time.DateOnly) + ")"
+		}
+		u.Updated, u.UpdatedBy = now, who
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return hintError{err, "'sekisho user list' shows the accounts"}
+		}
+		return err
+	}
+	ev := audit.Event{Type: audit.AccountChange, User: u.Name, Role: u.Role, Actor: who, Reason: verb + "d"}
+	if disable {
+		ev.Reason = "disabled: " + *reason
+	}
+	if err := a.au.Record(ev); err != nil {
+		return err
+	}
+	fmt.Printf("%s is %sd; new connections are %s\n", u.Name, verb, map[bool]string{true: "refused", false: "accepted again"}[disable])
+	return nil
+}

@@ -31,8 +31,9 @@ type Config struct {
 	// Roles lists the roles that accounts may be given. Policies per role
 	// come with the data-policy work; an account's role must be listed.
 	Roles []string `yaml:"roles"`
-	// MaxAccountLifetime caps how far in the future an account may expire.
-	MaxAccountLifetime Duration `yaml:"max_account_lifetime"`
+	// AccountLifetime caps, per kind of account (employee, contractor,
+	// service), how far in the future an account may expire.
+	AccountLifetime map[string]Duration `yaml:"account_lifetime"`
 }
 
 // Listen is the client-facing listener.
@@ -199,8 +200,16 @@ func (c *Config) applyDefaults(baseDir string) {
 	if c.Contact == "" {
 		c.Contact = "your sekisho administrator"
 	}
-	if c.MaxAccountLifetime == 0 {
-		c.MaxAccountLifetime = Duration(365 * 24 * time.Hour)
+	// Contractors get at most 90 days (the first incident's credentials
+	// belonged to a contractor and never expired).
+	defaults := map[string]time.Duration{"employee": 365 * 24 * time.Hour, "contractor": 90 * 24 * time.Hour, "service": 365 * 24 * time.Hour}
+	if c.AccountLifetime == nil {
+		c.AccountLifetime = map[string]Duration{}
+	}
+	for k, d := range defaults {
+		if _, ok := c.AccountLifetime[k]; !ok {
+			c.AccountLifetime[k] = Duration(d)
+		}
 	}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
@@ -264,6 +273,16 @@ func (c *Config) Validate() error {
 		case "disable", "require", "verify-full":
 		default:
 			bad("%s.tls %q: use disable, require or verify-full", where, u.TLS)
+		}
+	}
+	for kind, d := range c.AccountLifetime {
+		switch kind {
+		case "employee", "contractor", "service":
+		default:
+			bad("account_lifetime: unknown kind %q (use employee, contractor, service)", kind)
+		}
+		if d <= 0 {
+			bad("account_lifetime.%s must be positive: every account expires", kind)
 		}
 	}
 	roles := map[string]bool{}

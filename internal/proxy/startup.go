@@ -47,6 +47,7 @@ type handshake struct {
 	source string
 	tls    *listenerTLS // the TLS this connection negotiated; nil if plaintext
 	ev     audit.Event  // the connection event, filled in as facts are learnt
+	user   store.User   // the account, once authenticated
 }
 
 func (s *Server) handleConn(raw net.Conn) {
@@ -99,6 +100,15 @@ func (s *Server) handleConn(raw net.Conn) {
 		h.ev.Type = audit.ConnectionRefused
 		h.refuse(auditRefusal(cfg))
 		return
+	}
+	// The last login feeds dormancy checks, which count in days: one write
+	// an hour per account is enough and keeps the store off the login path.
+	if now := s.now(); now.Sub(h.user.LastLogin) > time.Hour {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := s.store.TouchLogin(ctx, h.user.Name, now); err != nil {
+			s.log.Warn("last login not recorded", "user", h.user.Name, "err", err)
+		}
+		cancel()
 	}
 	_ = raw.SetDeadline(time.Time{})
 	_ = h.conn.SetDeadline(time.Time{})
@@ -292,6 +302,7 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 
 	// Admission: only now, after the password proved who this is, may the
 	// refusal say what is wrong with the account.
+	h.user = u
 	now := h.s.now()
 	h.ev.Role = u.Role
 	switch {

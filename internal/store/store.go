@@ -22,16 +22,33 @@ var ErrNotFound = errors.New("not found")
 // ErrExists means a record with that name already exists.
 var ErrExists = errors.New("already exists")
 
+// Kinds of account. A contractor or service account has a sponsor: the
+// employee answerable for it.
+const (
+	KindEmployee   = "employee"
+	KindContractor = "contractor"
+	KindService    = "service"
+)
+
 // User is a gateway account. Verifier is a SCRAM-SHA-256 verifier in
 // PostgreSQL's format; the password itself is never stored.
 type User struct {
 	Name      string
+	Kind      string
+	Sponsor   string
 	Role      string
 	Verifier  string
 	Expires   time.Time
 	Created   time.Time
 	CreatedBy string
 	Disabled  bool
+	// DisabledReason says why, and who disabled it, for the record.
+	DisabledReason string
+	// UpdatedBy names who made the last change.
+	Updated   time.Time
+	UpdatedBy string
+	// LastLogin is the last admitted connection (zero: never).
+	LastLogin time.Time
 }
 
 // Expired reports whether the account is past its expiry at now.
@@ -43,6 +60,11 @@ type Store interface {
 	User(ctx context.Context, name string) (User, error)
 	Users(ctx context.Context) ([]User, error)
 	SetVerifier(ctx context.Context, name, verifier string) error
+	// UpdateUser applies change to the named account and stores it, as one
+	// transaction.
+	UpdateUser(ctx context.Context, name string, change func(*User) error) (User, error)
+	// TouchLogin records an admitted connection.
+	TouchLogin(ctx context.Context, name string, at time.Time) error
 	// Secret returns the named gateway secret, creating it with gen on
 	// first use (for example the key that makes refusals for unknown users
 	// look like refusals for known ones).
@@ -53,13 +75,19 @@ type Store interface {
 // schema is shared by every implementation; PostgreSQL accepts it as is.
 const schema = `
 CREATE TABLE IF NOT EXISTS users (
-	name       TEXT PRIMARY KEY,
-	role       TEXT NOT NULL,
-	verifier   TEXT NOT NULL,
-	expires    BIGINT NOT NULL,
-	created    BIGINT NOT NULL,
-	created_by TEXT NOT NULL,
-	disabled   BOOLEAN NOT NULL DEFAULT FALSE
+	name            TEXT PRIMARY KEY,
+	kind            TEXT NOT NULL DEFAULT 'employee',
+	sponsor         TEXT NOT NULL DEFAULT '',
+	role            TEXT NOT NULL,
+	verifier        TEXT NOT NULL,
+	expires         BIGINT NOT NULL,
+	created         BIGINT NOT NULL,
+	created_by      TEXT NOT NULL,
+	disabled        BOOLEAN NOT NULL DEFAULT FALSE,
+	disabled_reason TEXT NOT NULL DEFAULT '',
+	updated         BIGINT NOT NULL DEFAULT 0,
+	updated_by      TEXT NOT NULL DEFAULT '',
+	last_login      BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS secrets (
 	name  TEXT PRIMARY KEY,
@@ -97,9 +125,11 @@ func OpenSQLite(dir string) (*SQLite, error) {
 
 // AddUser implements Store.
 func (s *SQLite) AddUser(ctx context.Context, u User) error {
+	if u.Kind == "" {
+		u.Kind = KindEmployee
+	}
 	_, err := s.db.ExecContext(ctx,
-		`INSERT INTO users (name, role, verifier, expires, created, created_by, disabled) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		u.Name, u.Role, u.Verifier, u.Expires.UnixMicro(), u.Created.UnixMicro(), u.CreatedBy, u.Disabled)
+		`INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, userArgs(u)...)
 	if err != nil {
 		if _, gerr := s.User(ctx, u.Name); gerr == nil {
 			return fmt.Errorf("user %q: %w", u.Name, ErrExists)
@@ -111,7 +141,7 @@ func (s *SQLite) AddUser(ctx context.Context, u User) error {
 
 // User implements Store.
 func (s *SQLite) User(ctx context.Context, name string) (User, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT name, role, verifier, expires, created, created_by, disabled FROM users WHERE name = ?`, name)
+	row := s.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE name = ?`, name)
 	u, err := scanUser(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, fmt.Errorf("user %q: %w", name, ErrNotFound)
@@ -121,7 +151,7 @@ func (s *SQLite) User(ctx context.Context, name string) (User, error) {
 
 // Users implements Store.
 func (s *SQLite) Users(ctx context.Context) ([]User, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, role, verifier, expires, created, created_by, disabled FROM users ORDER BY name`)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+userColumns+` FROM users ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
@@ -145,6 +175,40 @@ func (s *SQLite) SetVerifier(ctx context.Context, name, verifier string) error {
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("user %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// UpdateUser implements Store.
+func (s *SQLite) UpdateUser(ctx context.Context, name string, change func(*User) error) (User, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return User{}, fmt.Errorf("update user: %w", err)
+	}
+	defer tx.Rollback()
+	u, err := scanUser(tx.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, fmt.Errorf("user %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("update user: %w", err)
+	}
+	if err := change(&u); err != nil {
+		return User{}, err
+	}
+	u.Name = name // the key never changes
+	args := append(userArgs(u)[1:], name)
+	if _, err := tx.ExecContext(ctx, `UPDATE users SET kind = ?, sponsor = ?, role = ?, verifier = ?, expires = ?, created = ?,
+		created_by = ?, disabled = ?, disabled_reason = ?, updated = ?, updated_by = ?, last_login = ? WHERE name = ?`, args...); err != nil {
+		return User{}, fmt.Errorf("update user: %w", err)
+	}
+	return u, tx.Commit()
+}
+
+// TouchLogin implements Store.
+func (s *SQLite) TouchLogin(ctx context.Context, name string, at time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE users SET last_login = ? WHERE name = ?`, at.UnixMicro(), name); err != nil {
+		return fmt.Errorf("touch login: %w", err)
 	}
 	return nil
 }
@@ -176,15 +240,40 @@ func (s *SQLite) Secret(ctx context.Context, name string, gen func() ([]byte, er
 // Close implements Store.
 func (s *SQLite) Close() error { return s.db.Close() }
 
+const userColumns = `name, kind, sponsor, role, verifier, expires, created, created_by, disabled, disabled_reason, updated, updated_by, last_login`
+
+func userArgs(u User) []any {
+	return []any{u.Name, u.Kind, u.Sponsor, u.Role, u.Verifier, u.Expires.UnixMicro(), u.Created.UnixMicro(), u.CreatedBy,
+		u.Disabled, u.DisabledReason, micros(u.Updated), u.UpdatedBy, micros(u.LastLogin)}
+}
+
+// micros stores the zero time as 0 ("never").
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(v).UTC()
+}
+
 type scanner interface{ Scan(dest ...any) error }
 
 func scanUser(r scanner) (User, error) {
 	var u User
-	var expires, created int64
-	if err := r.Scan(&u.Name, &u.Role, &u.Verifier, &expires, &created, &u.CreatedBy, &u.Disabled); err != nil {
+	var expires, created, updated, lastLogin int64
+	if err := r.Scan(&u.Name, &u.Kind, &u.Sponsor, &u.Role, &u.Verifier, &expires, &created, &u.CreatedBy,
+		&u.Disabled, &u.DisabledReason, &updated, &u.UpdatedBy, &lastLogin); err != nil {
 		return User{}, err
 	}
 	u.Expires = time.UnixMicro(expires).UTC()
 	u.Created = time.UnixMicro(created).UTC()
+	u.Updated = fromMicros(updated)
+	u.LastLogin = fromMicros(lastLogin)
 	return u, nil
 }

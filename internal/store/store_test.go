@@ -54,6 +54,35 @@ func TestSQLiteUsers(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state.db mode %v, want 0600", fi.Mode().Perm())
 	}
+	// UpdateUser changes what the function changes, atomically.
+	upd, err := s.UpdateUser(ctx, "alice", func(u *User) error {
+		u.Disabled, u.DisabledReason, u.UpdatedBy = true, "left the project", "root"
+		return nil
+	})
+	if err != nil || !upd.Disabled {
+		t.Fatalf("update: %+v %v", upd, err)
+	}
+	again, _ := s.User(ctx, "alice")
+	if !again.Disabled || again.DisabledReason != "left the project" || again.Kind != KindEmployee || again.Verifier != "new" {
+		t.Fatalf("after update: %+v", again)
+	}
+	if _, err := s.UpdateUser(ctx, "alice", func(*User) error { return errors.New("no") }); err == nil {
+		t.Fatal("a failing change was reported as stored")
+	}
+	if _, err := s.UpdateUser(ctx, "nobody", func(*User) error { return nil }); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("update missing: %v", err)
+	}
+	if !again.LastLogin.IsZero() {
+		t.Fatal("a new account has a last login")
+	}
+	login := exp.Add(-time.Minute)
+	if err := s.TouchLogin(ctx, "alice", login); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.User(ctx, "alice"); !got.LastLogin.Equal(login) {
+		t.Fatalf("last login %v, want %v", got.LastLogin, login)
+	}
+
 	calls := 0
 	gen := func() ([]byte, error) { calls++; return []byte{byte(calls)}, nil }
 	a, _ := s.Secret(ctx, "k", gen)
