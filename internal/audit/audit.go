@@ -34,6 +34,8 @@ const (
 	Cancel Type = "cancel"
 	// AccountChange: an account was created or changed by an administrator.
 	AccountChange Type = "account.change"
+	// AccountLocked: too many failed logins locked a name (an alert).
+	AccountLocked Type = "account.locked"
 )
 
 // Outcomes.

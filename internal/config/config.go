@@ -23,6 +23,7 @@ type Config struct {
 	StateDir  string     `yaml:"state_dir"`
 	Listen    Listen     `yaml:"listen"`
 	Limits    Limits     `yaml:"limits"`
+	Login     Login      `yaml:"login"`
 	Audit     Audit      `yaml:"audit"`
 	Upstreams []Upstream `yaml:"upstreams"`
 	// Contact is shown to users in refusals ("ask ..."), for example the
@@ -62,6 +63,19 @@ type Limits struct {
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 	MaxSessions     int      `yaml:"max_sessions"`
 	UpstreamTimeout Duration `yaml:"upstream_connect_timeout"`
+}
+
+// Login bounds password guessing: per account name (whether or not the
+// account exists, so lockouts reveal nothing) and per source address.
+type Login struct {
+	// MaxFailures failed logins for one name within FailureWindow lock
+	// that name for Lockout.
+	MaxFailures   int      `yaml:"max_failures"`
+	FailureWindow Duration `yaml:"failure_window"`
+	Lockout       Duration `yaml:"lockout"`
+	// FailuresPerAddress failed logins from one address within
+	// FailureWindow refuse further attempts from it until the window moves.
+	FailuresPerAddress int `yaml:"failures_per_address"`
 }
 
 // Audit says where audit events go.
@@ -191,6 +205,18 @@ func (c *Config) applyDefaults(baseDir string) {
 	if c.Limits.UpstreamTimeout == 0 {
 		c.Limits.UpstreamTimeout = Duration(10 * time.Second)
 	}
+	if c.Login.MaxFailures == 0 {
+		c.Login.MaxFailures = 5
+	}
+	if c.Login.FailureWindow == 0 {
+		c.Login.FailureWindow = Duration(15 * time.Minute)
+	}
+	if c.Login.Lockout == 0 {
+		c.Login.Lockout = Duration(15 * time.Minute)
+	}
+	if c.Login.FailuresPerAddress == 0 {
+		c.Login.FailuresPerAddress = 20
+	}
 	if c.Audit.Path == "" {
 		c.Audit.Path = "audit.jsonl"
 	}
@@ -246,6 +272,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxSessions < 1 {
 		bad("limits.max_sessions must be at least 1")
+	}
+	if c.Login.MaxFailures < 1 || c.Login.FailuresPerAddress < 1 {
+		bad("login.max_failures and login.failures_per_address must be at least 1")
 	}
 	if len(c.Upstreams) == 0 {
 		bad("upstreams: at least one upstream is needed")

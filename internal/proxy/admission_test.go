@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -324,4 +325,66 @@ func TestListenerCertificateReload(t *testing.T) {
 	fresh.Close(t.Context())
 	// The session that started before the reload goes on.
 	exec(t, old, "SELECT 1")
+}
+
+func TestLockout(t *testing.T) {
+	g := startGW(t, func(c *config.Config, _ *Options) {
+		c.Login.MaxFailures = 3
+		c.Login.Lockout = config.Duration(10 * time.Minute)
+	})
+	now := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	g.now.Set(now)
+	for _, name := range []string{testUser, "ghost"} { // an account, and a name without one
+		for i := 0; i < 3; i++ {
+			if _, err := pgconn.Connect(t.Context(), g.url(name, "wrong")); sqlState(err) != "28P01" {
+				t.Fatalf("%s failure %d: %v", name, i, err)
+			}
+		}
+		g.audit.waitFor(t, "account.locked "+name, func(e audit.Event) bool { return e.Type == audit.AccountLocked && e.User == name })
+	}
+	// Locked: even the right password is refused, and the message for the
+	// account is the same as for the name without one.
+	_, errAlice := pgconn.Connect(t.Context(), g.url(testUser, testPassword))
+	_, errGhost := pgconn.Connect(t.Context(), g.url("ghost", "anything"))
+	var pa, pg *pgconn.PgError
+	if !asPgError(errAlice, &pa) || !asPgError(errGhost, &pg) {
+		t.Fatalf("locked: %v / %v", errAlice, errGhost)
+	}
+	if pa.Code != "28000" || !strings.Contains(pa.Message, "too many failed logins") || pa.Hint == "" {
+		t.Fatalf("locked account: %+v", pa)
+	}
+	if strings.ReplaceAll(pa.Message, testUser, "X") != strings.ReplaceAll(pg.Message, "ghost", "X") || pa.Hint != pg.Hint {
+		t.Fatalf("the lockout tells an account from a name without one:\n%q\n%q", pa.Message, pg.Message)
+	}
+	// After the lockout the right password works, and clears the count.
+	g.now.Set(now.Add(11 * time.Minute))
+	c, err := pgconn.Connect(t.Context(), g.url(testUser, testPassword))
+	if err != nil {
+		t.Fatalf("after the lockout: %v", err)
+	}
+	c.Close(t.Context())
+	if _, err := pgconn.Connect(t.Context(), g.url(testUser, "wrong")); sqlState(err) != "28P01" {
+		t.Fatalf("one failure after a good login: %v", err)
+	}
+	if c, err := pgconn.Connect(t.Context(), g.url(testUser, testPassword)); err != nil {
+		t.Fatalf("one failure must not lock: %v", err)
+	} else {
+		c.Close(t.Context())
+	}
+}
+
+func TestFailuresPerAddress(t *testing.T) {
+	g := startGW(t, func(c *config.Config, _ *Options) { c.Login.FailuresPerAddress = 4 })
+	for i := 0; i < 4; i++ {
+		// A different name each time: no name reaches its own limit.
+		if _, err := pgconn.Connect(t.Context(), g.url(fmt.Sprintf("spray%d", i), "guess")); sqlState(err) != "28P01" {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	_, err := pgconn.Connect(t.Context(), g.url(testUser, testPassword))
+	var pe *pgconn.PgError
+	if !asPgError(err, &pe) || pe.Code != "08004" || !strings.Contains(pe.Message, "too many failed logins from your address") || pe.Hint == "" {
+		t.Fatalf("after four failures from one address: %v", err)
+	}
+	g.audit.waitFor(t, "address_rate_limited", func(e audit.Event) bool { return e.Reason == "address_rate_limited" })
 }

@@ -42,6 +42,7 @@ const (
 	codeInvalidPassword       = "28P01"
 	codeProtocolViolation     = "08P01"
 	codeCannotConnect         = "08001"
+	codeRejectedConnection    = "08004"
 	codeConnectionFailure     = "08006"
 	codeFeatureNotSupported   = "0A000"
 	codeInvalidCatalogName    = "3D000"

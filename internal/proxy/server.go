@@ -52,8 +52,9 @@ type Server struct {
 	now      func() time.Time
 	decoyKey []byte
 
-	nextID atomic.Uint64
-	wg     sync.WaitGroup
+	nextID   atomic.Uint64
+	wg       sync.WaitGroup
+	failures *addressLimiter
 
 	mu        sync.Mutex
 	sessions  map[uint32]*Session // by the BackendKeyData process ID we gave the client
@@ -88,7 +89,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	}
 	s := &Server{
 		store: o.Store, audit: o.Audit, log: o.Log, inspect: o.Inspect, now: o.Now,
-		decoyKey: key, sessions: make(map[uint32]*Session),
+		decoyKey: key, sessions: make(map[uint32]*Session), failures: newAddressLimiter(),
 	}
 	if o.TLS != nil {
 		if err := s.ReloadTLS(o.TLS); err != nil {
@@ -249,6 +250,7 @@ func (s *Server) reapIdle(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		now := time.Now()
+		s.failures.prune(s.now(), s.cfg.Load().Limits.StartupTimeout.D()+s.cfg.Load().Login.FailureWindow.D())
 		s.mu.Lock()
 		var idle []*Session
 		for _, ss := range s.sessions {

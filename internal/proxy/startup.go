@@ -63,7 +63,7 @@ func (s *Server) handleConn(raw net.Conn) {
 		}
 		h.conn.Close()
 	}()
-	_ = raw.SetDeadline(s.now().Add(cfg.Limits.StartupTimeout.D()))
+	_ = raw.SetDeadline(time.Now().Add(cfg.Limits.StartupTimeout.D())) // real time, not the injectable clock
 
 	if !s.slotsFree() {
 		h.refuse(&Refusal{Code: codeTooManyConnections, Fatal: true, Reason: "too_many_sessions",
@@ -229,6 +229,9 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Limits.StartupTimeout.D())
 	defer cancel()
 	user := h.ev.User
+	if ref := h.checkGuessing(ctx, user); ref != nil {
+		return Principal{}, nil, ref
+	}
 	u, err := h.s.store.User(ctx, user)
 	known := err == nil
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -282,7 +285,7 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 	scram := identity.NewScramServer(v, !known || perr != nil, certHash, first.AuthMechanism)
 	serverFirst, err := scram.ClientFirst(first.Data)
 	if err != nil {
-		return Principal{}, nil, badPassword(user, h.cfg)
+		return Principal{}, nil, h.loginFailed(ctx, user)
 	}
 	if err := h.send(&pgproto3.AuthenticationSASLContinue{Data: serverFirst}); err != nil {
 		return Principal{}, nil, &Refusal{Reason: "client_closed"}
@@ -297,7 +300,10 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 	}
 	serverFinal, err := scram.ClientFinal(final.Data)
 	if err != nil {
-		return Principal{}, nil, badPassword(user, h.cfg)
+		return Principal{}, nil, h.loginFailed(ctx, user)
+	}
+	if err := h.s.store.ClearLoginFailures(ctx, user); err != nil {
+		h.s.log.Warn("login failures not cleared", "user", user, "err", err)
 	}
 
 	// Admission: only now, after the password proved who this is, may the
@@ -343,6 +349,52 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 		return Principal{}, nil, &Refusal{Reason: "client_closed"}
 	}
 	return p, up, nil
+}
+
+// checkGuessing refuses before any password work when the name is locked
+// or the address has failed too often. Names that have no account are
+// counted and locked exactly like real ones, so a lockout reveals nothing.
+func (h *handshake) checkGuessing(ctx context.Context, user string) *Refusal {
+	now := h.s.now()
+	lc := h.cfg.Login
+	if h.s.failures.blocked(h.source, now, lc.FailureWindow.D(), lc.FailuresPerAddress) {
+		return &Refusal{Code: codeRejectedConnection, Reason: "address_rate_limited",
+			Message: "too many failed logins from your address",
+			Hint:    fmt.Sprintf("Wait up to %s before trying again; if this is unexpected, tell %s.", lc.FailureWindow.D(), h.cfg.Contact)}
+	}
+	until, err := h.s.store.LockedUntil(ctx, user)
+	if err != nil {
+		h.s.log.Error("state store lookup failed", "err", err)
+		return &Refusal{Code: codeCannotConnect, Reason: "store_unavailable",
+			Message: "sekisho cannot check accounts right now", Hint: "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
+	}
+	if now.Before(until) {
+		return &Refusal{Code: codeInvalidAuthorization, Reason: "locked",
+			Message: fmt.Sprintf("too many failed logins for user %q: logins are refused until %s", user, until.Format("2006-01-02 15:04 MST")),
+			Hint:    "Wait until then, or ask " + h.cfg.Contact + " to check what happened."}
+	}
+	return nil
+}
+
+// loginFailed counts a failed login for the address and the name, locks
+// the name when it reaches the limit (raising an account.locked alert),
+// and returns the one refusal every failed login gets.
+func (h *handshake) loginFailed(ctx context.Context, user string) *Refusal {
+	now := h.s.now()
+	lc := h.cfg.Login
+	h.s.failures.fail(h.source, now, lc.FailureWindow.D())
+	n, err := h.s.store.LoginFailure(ctx, user, now, lc.FailureWindow.D())
+	if err != nil {
+		h.s.log.Error("login failure not recorded", "err", err)
+	} else if n >= lc.MaxFailures {
+		until := now.Add(lc.Lockout.D())
+		if err := h.s.store.Lock(ctx, user, until); err != nil {
+			h.s.log.Error("lock not recorded", "err", err)
+		}
+		_ = h.s.record(audit.Event{Type: audit.AccountLocked, Session: h.ev.Session, User: user, Source: h.source,
+			Reason: fmt.Sprintf("%d failed logins within %s; locked until %s", n, lc.FailureWindow.D(), until.UTC().Format(time.RFC3339))})
+	}
+	return badPassword(user, h.cfg)
 }
 
 func (h *handshake) send(m pgproto3.BackendMessage) error {

@@ -65,6 +65,15 @@ type Store interface {
 	UpdateUser(ctx context.Context, name string, change func(*User) error) (User, error)
 	// TouchLogin records an admitted connection.
 	TouchLogin(ctx context.Context, name string, at time.Time) error
+	// LoginFailure records a failed login for a name (whether or not an
+	// account has it) and returns the failures within window before at.
+	LoginFailure(ctx context.Context, name string, at time.Time, window time.Duration) (int, error)
+	// ClearLoginFailures forgets a name's failures (after a good login).
+	ClearLoginFailures(ctx context.Context, name string) error
+	// Lock refuses logins for a name until the given time.
+	Lock(ctx context.Context, name string, until time.Time) error
+	// LockedUntil returns when a name's lock ends (zero: not locked).
+	LockedUntil(ctx context.Context, name string) (time.Time, error)
 	// Secret returns the named gateway secret, creating it with gen on
 	// first use (for example the key that makes refusals for unknown users
 	// look like refusals for known ones).
@@ -88,6 +97,16 @@ CREATE TABLE IF NOT EXISTS users (
 	updated         BIGINT NOT NULL DEFAULT 0,
 	updated_by      TEXT NOT NULL DEFAULT '',
 	last_login      BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS login_failures (
+	name TEXT NOT NULL,
+	at   BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_name_at ON login_failures (name, at);
+CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures (at);
+CREATE TABLE IF NOT EXISTS login_locks (
+	name  TEXT PRIMARY KEY,
+	until BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS secrets (
 	name  TEXT PRIMARY KEY,
@@ -211,6 +230,68 @@ func (s *SQLite) TouchLogin(ctx context.Context, name string, at time.Time) erro
 		return fmt.Errorf("touch login: %w", err)
 	}
 	return nil
+}
+
+// LoginFailure implements Store. Failures older than the window are
+// pruned for every name, so names sprayed by an attacker do not pile up.
+func (s *SQLite) LoginFailure(ctx context.Context, name string, at time.Time, window time.Duration) (int, error) {
+	since := at.Add(-window).UnixMicro()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("login failure: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM login_failures WHERE at < ?`, since); err != nil {
+		return 0, fmt.Errorf("login failure: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO login_failures (name, at) VALUES (?, ?)`, name, at.UnixMicro()); err != nil {
+		return 0, fmt.Errorf("login failure: %w", err)
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM login_failures WHERE name = ? AND at >= ?`, name, since).Scan(&n); err != nil {
+		return 0, fmt.Errorf("login failure: %w", err)
+	}
+	return n, tx.Commit()
+}
+
+// ClearLoginFailures implements Store.
+func (s *SQLite) ClearLoginFailures(ctx context.Context, name string) error {
+	// Read first: most logins have nothing to clear, and a read needs no
+	// write transaction.
+	var any bool
+	if err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM login_failures WHERE name = ?)`, name).Scan(&any); err != nil {
+		return fmt.Errorf("clear login failures: %w", err)
+	}
+	if !any {
+		return nil
+	}
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM login_failures WHERE name = ?`, name); err != nil {
+		return fmt.Errorf("clear login failures: %w", err)
+	}
+	return nil
+}
+
+// Lock implements Store.
+func (s *SQLite) Lock(ctx context.Context, name string, until time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO login_locks (name, until) VALUES (?, ?)
+		ON CONFLICT (name) DO UPDATE SET until = excluded.until`, name, until.UnixMicro())
+	if err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
+	return nil
+}
+
+// LockedUntil implements Store.
+func (s *SQLite) LockedUntil(ctx context.Context, name string) (time.Time, error) {
+	var until int64
+	err := s.db.QueryRowContext(ctx, `SELECT until FROM login_locks WHERE name = ?`, name).Scan(&until)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("locked until: %w", err)
+	}
+	return time.UnixMicro(until).UTC(), nil
 }
 
 // Secret implements Store.

@@ -91,3 +91,38 @@ func TestSQLiteUsers(t *testing.T) {
 		t.Fatalf("secret not stable: %v %v calls=%d", a, b, calls)
 	}
 }
+
+func TestLoginFailuresAndLocks(t *testing.T) {
+	s, err := OpenSQLite(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	t0 := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	for i := 1; i <= 3; i++ {
+		n, err := s.LoginFailure(ctx, "ghost", t0.Add(time.Duration(i)*time.Minute), 15*time.Minute)
+		if err != nil || n != i {
+			t.Fatalf("failure %d: count %d, %v", i, n, err)
+		}
+	}
+	// Outside the window the old failures no longer count.
+	if n, _ := s.LoginFailure(ctx, "ghost", t0.Add(time.Hour), 15*time.Minute); n != 1 {
+		t.Fatalf("after the window: count %d, want 1", n)
+	}
+	if err := s.ClearLoginFailures(ctx, "ghost"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.LoginFailure(ctx, "ghost", t0.Add(time.Hour), 15*time.Minute); n != 1 {
+		t.Fatalf("after clear: count %d, want 1", n)
+	}
+	if u, err := s.LockedUntil(ctx, "ghost"); err != nil || !u.IsZero() {
+		t.Fatalf("unlocked name: %v %v", u, err)
+	}
+	if err := s.Lock(ctx, "ghost", t0.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := s.LockedUntil(ctx, "ghost"); !u.Equal(t0.Add(2 * time.Hour)) {
+		t.Fatalf("locked until %v", u)
+	}
+}
