@@ -248,6 +248,8 @@ listen:
   allow_plaintext: true
 limits:
   max_sessions: 1000
+roles:
+  bench: {networks: [127.0.0.1], databases: [pharma]}
 upstreams:
   - database: pharma
     host: %s

@@ -143,7 +143,18 @@ listen:
   address: %s
   allow_plaintext: %t
 contact: the demo administrator
-roles: [admin, analyst, contractor]
+# The company network is loopback here. Contractors work office hours.
+roles:
+  admin:
+    networks: [127.0.0.0/8, "::1"]
+    databases: ["*"]
+  analyst:
+    networks: [127.0.0.0/8, "::1"]
+    databases: [pharma, registry]
+  contractor:
+    networks: [127.0.0.0/8, "::1"]
+    databases: [pharma]
+    hours: {days: [mon, tue, wed, thu, fri], from: "08:00", to: "20:00", zone: Asia/Tokyo}
 account_lifetime: {employee: 365d, contractor: 90d, service: 365d}
 limits:
   idle_timeout: 30m
@@ -205,6 +216,8 @@ func (d *demo) printHowToConnect(w io.Writer) {
 	fmt.Fprintf(w, "  PostgreSQL  127.0.0.1:%d (throwaway; only the gateway has its credentials)\n", d.cluster.Port)
 	fmt.Fprintf(w, "  databases   pharma (table hcp: %s), registry (table cases)\n", "healthcare professionals")
 	fmt.Fprintf(w, "  config      %s\n  audit log   %s\n\n", d.cfgPath, d.gw.cfg.Audit.Path)
+	fmt.Fprintf(w, "  roles       every role only from loopback (the demo's company network);\n")
+	fmt.Fprintf(w, "              contractor: pharma only, weekdays 08:00-20:00 Asia/Tokyo\n\n")
 	for _, u := range demoUsers {
 		fmt.Fprintf(w, "Connect as %s (role %s):\n", u.name, u.role)
 		fmt.Fprintf(w, "psql \"postgresql://%s:%s@%s:%d/pharma?sslmode=verify-full&sslrootcert=%s\"\n\n", u.name, d.passwords[u.name], addr.IP, addr.Port, ca)

@@ -42,7 +42,7 @@ func TestServeReloadAndDrain(t *testing.T) {
 		return fmt.Sprintf("  - {database: %s, host: %s, port: %d, user: %s, password_file: up.pw, tls: disable}\n", db, c.Host, c.Port, c.User)
 	}
 	writeConfig := func(dbs ...string) {
-		cfg := fmt.Sprintf("state_dir: state\nlisten: {address: 127.0.0.1:%d, allow_plaintext: true}\nlimits: {shutdown_timeout: 1s}\nupstreams:\n", port)
+		cfg := fmt.Sprintf("state_dir: state\nlisten: {address: 127.0.0.1:%d, allow_plaintext: true}\nlimits: {shutdown_timeout: 1s}\nroles: {analyst: {networks: [127.0.0.1], databases: [\"*\"]}}\nupstreams:\n", port)
 		for _, db := range dbs {
 			cfg += upstream(db)
 		}

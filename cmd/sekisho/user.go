@@ -156,8 +156,8 @@ func cmdUserAdd(args []string) error {
 			return hintError{fmt.Errorf("user add: sponsor %q is a %s account", *sponsor, sp.Kind), "the sponsor must be an employee"}
 		}
 	}
-	if len(a.cfg.Roles) > 0 && !a.cfg.HasRole(*role) {
-		return hintError{fmt.Errorf("user add: role %q is not defined", *role), "use one of: " + strings.Join(a.cfg.Roles, ", ")}
+	if _, ok := a.cfg.Role(*role); !ok {
+		return hintError{fmt.Errorf("user add: role %q is not defined", *role), "use one of: " + strings.Join(a.cfg.RoleNames(), ", ")}
 	}
 	pw, generated, err := readOrMakePassword(*stdin)
 	if err != nil {

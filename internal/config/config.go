@@ -29,9 +29,10 @@ type Config struct {
 	// Contact is shown to users in refusals ("ask ..."), for example the
 	// security team's address.
 	Contact string `yaml:"contact"`
-	// Roles lists the roles that accounts may be given. Policies per role
-	// come with the data-policy work; an account's role must be listed.
-	Roles []string `yaml:"roles"`
+	// Roles are what accounts may be given; an account whose role is not
+	// here is refused. Data policies per role come with the data-policy
+	// work.
+	Roles map[string]*Role `yaml:"roles"`
 	// AccountLifetime caps, per kind of account (employee, contractor,
 	// service), how far in the future an account may expire.
 	AccountLifetime map[string]Duration `yaml:"account_lifetime"`
@@ -314,12 +315,12 @@ func (c *Config) Validate() error {
 			bad("account_lifetime.%s must be positive: every account expires", kind)
 		}
 	}
-	roles := map[string]bool{}
-	for _, r := range c.Roles {
-		if roles[r] {
-			bad("roles: %q listed twice", r)
+	for name, r := range c.Roles {
+		if r == nil {
+			r = &Role{}
+			c.Roles[name] = r
 		}
-		roles[r] = true
+		errs = append(errs, r.compile(name)...)
 	}
 	return errors.Join(errs...)
 }
@@ -342,14 +343,10 @@ func (c *Config) Upstream(database string) (Upstream, bool) {
 	return Upstream{}, false
 }
 
-// HasRole reports whether role is configured.
-func (c *Config) HasRole(role string) bool {
-	for _, r := range c.Roles {
-		if r == role {
-			return true
-		}
-	}
-	return false
+// Role returns a configured role.
+func (c *Config) Role(name string) (*Role, bool) {
+	r, ok := c.Roles[name]
+	return r, ok
 }
 
 // Password reads the upstream's password from the file or variable the

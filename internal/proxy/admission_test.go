@@ -388,3 +388,65 @@ func TestFailuresPerAddress(t *testing.T) {
 	}
 	g.audit.waitFor(t, "address_rate_limited", func(e audit.Event) bool { return e.Reason == "address_rate_limited" })
 }
+
+func TestRoleRulesAtTheDoor(t *testing.T) {
+	g := startGW(t)
+
+	tokyo, _ := time.LoadLocation("Asia/Tokyo")
+	monday10 := time.Date(2026, 11, 23, 10, 0, 0, 0, tokyo)
+	tests := []struct {
+		name      string
+		role      config.Role
+		at        time.Time
+		code      string
+		reason    string
+		inMessage string
+	}{
+		{name: "outside the company network", role: config.Role{Networks: []string{"10.0.0.0/8"}, Databases: []string{"*"}},
+			code: "28000", reason: "network_refused", inMessage: `role "analyst" may not connect from 127.0.0.1`},
+		{name: "no networks at all", role: config.Role{Databases: []string{"*"}},
+			code: "28000", reason: "network_refused", inMessage: "may not connect from"},
+		{name: "outside office hours", role: config.Role{Networks: []string{"127.0.0.0/8"}, Databases: []string{"*"},
+			Hours: &config.Hours{Days: []string{"mon", "tue", "wed", "thu", "fri"}, From: "08:00", To: "20:00", Zone: "Asia/Tokyo"}},
+			at: time.Date(2026, 11, 20, 21, 0, 0, 0, tokyo), code: "28000", reason: "outside_hours", inMessage: "may connect only mon,tue,wed,thu,fri 08:00-20:00 Asia/Tokyo"},
+		{name: "on saturday", role: config.Role{Networks: []string{"127.0.0.0/8"}, Databases: []string{"*"},
+			Hours: &config.Hours{Days: []string{"mon", "tue", "wed", "thu", "fri"}, From: "08:00", To: "20:00", Zone: "Asia/Tokyo"}},
+			at: monday10.Add(-2 * 24 * time.Hour), code: "28000", reason: "outside_hours", inMessage: "may connect only"},
+		{name: "within office hours", role: config.Role{Networks: []string{"127.0.0.0/8"}, Databases: []string{"*"},
+			Hours: &config.Hours{Days: []string{"mon", "tue", "wed", "thu", "fri"}, From: "08:00", To: "20:00", Zone: "Asia/Tokyo"}},
+			at: monday10},
+		{name: "a database the role does not have", role: config.Role{Networks: []string{"127.0.0.0/8"}, Databases: []string{"registry"}},
+			code: "42501", reason: "database_refused", inMessage: "may not connect to database"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := tt.role
+			cfg := *g.cfg
+			cfg.Roles = map[string]*config.Role{"analyst": &r}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			g.srv.Reload(&cfg)
+			defer g.srv.Reload(g.cfg)
+			g.now.Set(tt.at)
+			defer g.now.Set(time.Time{})
+			c, err := pgconn.Connect(t.Context(), g.url(testUser, testPassword))
+			if tt.code == "" {
+				if err != nil {
+					t.Fatalf("allowed connection refused: %v", err)
+				}
+				c.Close(t.Context())
+				return
+			}
+			var pe *pgconn.PgError
+			if !asPgError(err, &pe) || pe.Code != tt.code || !strings.Contains(pe.Message, tt.inMessage) || pe.Hint == "" {
+				t.Fatalf("got %v; want %s containing %q with a hint", err, tt.code, tt.inMessage)
+			}
+			if strings.Contains(pe.Message+pe.Hint, "10.0.0.0") {
+				t.Fatalf("the refusal reveals the allowed networks: %q", pe.Message+pe.Hint)
+			}
+			g.audit.waitFor(t, tt.reason, func(e audit.Event) bool { return e.Type == audit.ConnectionRefused && e.Reason == tt.reason })
+		})
+	}
+
+}

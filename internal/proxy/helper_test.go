@@ -168,7 +168,9 @@ listen:
   address: 127.0.0.1:0
   allow_plaintext: true
 contact: security@example.jp
-roles: [analyst, admin]
+roles:
+  analyst: {networks: [127.0.0.0/8], databases: ["*"]}
+  admin: {networks: [127.0.0.0/8], databases: ["*"]}
 upstreams:
   - database: %s
     host: %s

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"sort"
@@ -319,10 +320,15 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 		return Principal{}, nil, &Refusal{Code: codeInvalidAuthorization, Reason: "account_expired",
 			Message: fmt.Sprintf("account %q expired on %s", user, u.Expires.UTC().Format("2006-01-02 15:04 MST")),
 			Hint:    "Ask " + h.cfg.Contact + " to extend it (sekisho user extend)."}
-	case len(h.cfg.Roles) > 0 && !h.cfg.HasRole(u.Role):
+	}
+	role, ok := h.cfg.Role(u.Role)
+	if !ok {
 		return Principal{}, nil, &Refusal{Code: codeInvalidAuthorization, Reason: "role_not_configured",
 			Message: fmt.Sprintf("account %q has role %q, which this gateway does not define", user, u.Role),
 			Hint:    "Ask " + h.cfg.Contact + " to fix the account's role or the gateway's roles."}
+	}
+	if ref := admitByRole(h.cfg, role, u.Role, h.source, h.ev.Database, now); ref != nil {
+		return Principal{}, nil, ref
 	}
 	upCfg, ok := h.cfg.Upstream(h.ev.Database)
 	if !ok {
@@ -395,6 +401,29 @@ func (h *handshake) loginFailed(ctx context.Context, user string) *Refusal {
 			Reason: fmt.Sprintf("%d failed logins within %s; locked until %s", n, lc.FailureWindow.D(), until.UTC().Format(time.RFC3339))})
 	}
 	return badPassword(user, h.cfg)
+}
+
+// admitByRole applies the role's rules of the door: network, hours,
+// database. The refusals name the rule but not the allowed networks, which
+// a holder of stolen credentials should not learn.
+func admitByRole(cfg *config.Config, role *config.Role, roleName, source, database string, now time.Time) *Refusal {
+	addr, err := netip.ParseAddrPort(source)
+	if err != nil || !role.AllowsAddress(addr.Addr()) {
+		return &Refusal{Code: codeInvalidAuthorization, Reason: "network_refused",
+			Message: fmt.Sprintf("role %q may not connect from %s", roleName, addressKey(source)),
+			Hint:    "Connect from the company network (or its VPN); to be allowed elsewhere, ask " + cfg.Contact + "."}
+	}
+	if !role.AllowsTime(now) {
+		return &Refusal{Code: codeInvalidAuthorization, Reason: "outside_hours",
+			Message: fmt.Sprintf("role %q may connect only %s", roleName, role.Hours.Describe()),
+			Hint:    "Connect within those hours; for urgent work outside them, ask " + cfg.Contact + "."}
+	}
+	if !role.AllowsDatabase(database) {
+		return &Refusal{Code: codeInsufficientPrivilege, Reason: "database_refused",
+			Message: fmt.Sprintf("role %q may not connect to database %q", roleName, database),
+			Hint:    "Ask " + cfg.Contact + " if your work needs it."}
+	}
+	return nil
 }
 
 func (h *handshake) send(m pgproto3.BackendMessage) error {

@@ -1,0 +1,150 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+	_ "time/tzdata" // time zones work on hosts without tzdata
+)
+
+// Role is what a role's accounts may do at the door: from which networks,
+// at which hours, to which databases. Everything not allowed is refused:
+// a role with no networks admits no one.
+type Role struct {
+	// Networks are the source addresses allowed, as CIDRs or addresses.
+	Networks []string `yaml:"networks"`
+	// Databases are the client-facing database names allowed ("*": all).
+	Databases []string `yaml:"databases"`
+	// Hours, when set, limits connections to days and times of day.
+	Hours *Hours `yaml:"hours"`
+
+	prefixes []netip.Prefix
+}
+
+// Hours is a weekly window in a time zone. To before From spans midnight.
+type Hours struct {
+	Days []string `yaml:"days"` // mon, tue, wed, thu, fri, sat, sun
+	From string   `yaml:"from"` // "08:00"
+	To   string   `yaml:"to"`   // "20:00"
+	Zone string   `yaml:"zone"` // IANA name, for example Asia/Tokyo
+
+	days     map[time.Weekday]bool
+	from, to time.Duration
+	loc      *time.Location
+}
+
+var weekdays = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday,
+	"wed": time.Wednesday, "thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
+
+// compile checks a role and prepares it for fast checks.
+func (r *Role) compile(name string) []error {
+	var errs []error
+	bad := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf("roles.%s: "+format, append([]any{name}, a...)...))
+	}
+	r.prefixes = nil
+	for _, n := range r.Networks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			a, aerr := netip.ParseAddr(n)
+			if aerr != nil {
+				bad("networks: %q is neither a CIDR nor an address", n)
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		r.prefixes = append(r.prefixes, p.Masked())
+	}
+	if h := r.Hours; h != nil {
+		h.days = map[time.Weekday]bool{}
+		for _, d := range h.Days {
+			wd, ok := weekdays[strings.ToLower(d)]
+			if !ok {
+				bad("hours.days: %q is not a day (use mon, tue, wed, thu, fri, sat, sun)", d)
+			}
+			h.days[wd] = true
+		}
+		if len(h.Days) == 0 {
+			bad("hours.days: name at least one day")
+		}
+		var err error
+		if h.from, err = clock(h.From); err != nil {
+			bad("hours.from: %v", err)
+		}
+		if h.to, err = clock(h.To); err != nil {
+			bad("hours.to: %v", err)
+		}
+		if h.Zone == "" {
+			bad("hours.zone is required (for example Asia/Tokyo)")
+		} else if h.loc, err = time.LoadLocation(h.Zone); err != nil {
+			bad("hours.zone %q: %v", h.Zone, err)
+		}
+	}
+	return errs
+}
+
+func clock(s string) (time.Duration, error) {
+	t, err := time.Parse("15:04", s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a time of day like 08:00", s)
+	}
+	return time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute, nil
+}
+
+// AllowsAddress reports whether a client address may connect.
+func (r *Role) AllowsAddress(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range r.prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// AllowsDatabase reports whether the role may connect to a database.
+func (r *Role) AllowsDatabase(db string) bool {
+	return slices.Contains(r.Databases, db) || slices.Contains(r.Databases, "*")
+}
+
+// AllowsTime reports whether the role may connect at t.
+func (r *Role) AllowsTime(t time.Time) bool {
+	h := r.Hours
+	if h == nil {
+		return true
+	}
+	local := t.In(h.loc)
+	y, m, d := local.Date()
+	midnight := time.Date(y, m, d, 0, 0, 0, 0, h.loc)
+	of := local.Sub(midnight)
+	if h.from <= h.to {
+		return h.days[local.Weekday()] && of >= h.from && of < h.to
+	}
+	// Overnight: the part after midnight belongs to the previous day.
+	if of >= h.from {
+		return h.days[local.Weekday()]
+	}
+	return of < h.to && h.days[(local.Weekday()+6)%7]
+}
+
+// Describe says when a role may connect, for refusals.
+func (h *Hours) Describe() string {
+	var ds []string
+	for _, d := range h.Days {
+		ds = append(ds, strings.ToLower(d))
+	}
+	return fmt.Sprintf("%s %s-%s %s", strings.Join(ds, ","), h.From, h.To, h.Zone)
+}
+
+// RoleNames returns the configured role names, sorted.
+func (c *Config) RoleNames() []string {
+	out := make([]string, 0, len(c.Roles))
+	for n := range c.Roles {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
