@@ -109,11 +109,11 @@ func startGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (*g
 		au.Close()
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen.Address)
+	ln, err := proxy.Listen(cfg)
 	if err != nil {
 		st.Close()
 		au.Close()
-		return nil, hintError{fmt.Errorf("listen: %w", err), "choose a free address in listen.address"}
+		return nil, hintError{err, "choose a free address in listen.address"}
 	}
 	gw := &gateway{srv: srv, ln: ln, st: st, au: au, cfg: cfg, caPath: caPath, served: make(chan error, 1)}
 	go func() { gw.served <- srv.Serve(ln) }()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,7 +46,15 @@ type Listen struct {
 	// AllowPlaintext lets clients connect without TLS. It is refused unless
 	// Address is a loopback address.
 	AllowPlaintext bool `yaml:"allow_plaintext"`
+	// ProxyProtocolFrom lists the load balancers (CIDRs or addresses) whose
+	// connections carry a PROXY protocol header with the real client.
+	ProxyProtocolFrom []string `yaml:"proxy_protocol_from"`
+
+	proxyPrefixes []netip.Prefix
 }
+
+// ProxyPrefixes returns the parsed ProxyProtocolFrom.
+func (l Listen) ProxyPrefixes() []netip.Prefix { return l.proxyPrefixes }
 
 // TLS names a certificate and key. When both are empty the gateway makes
 // its own CA and server certificate in the state directory.
@@ -264,6 +273,15 @@ func (c *Config) Validate() error {
 		bad("listen.address %q: %v", c.Listen.Address, err)
 	} else if c.Listen.AllowPlaintext && !isLoopback(host) {
 		bad("listen.allow_plaintext is only allowed on a loopback address, not %q: clients elsewhere must use TLS", c.Listen.Address)
+	}
+	c.Listen.proxyPrefixes = nil
+	for _, n := range c.Listen.ProxyProtocolFrom {
+		p, err := parsePrefix(n)
+		if err != nil {
+			bad("listen.proxy_protocol_from: %v", err)
+			continue
+		}
+		c.Listen.proxyPrefixes = append(c.Listen.proxyPrefixes, p)
 	}
 	if (c.Listen.TLS.CertFile == "") != (c.Listen.TLS.KeyFile == "") {
 		bad("listen.tls: give both cert_file and key_file, or neither to let sekisho generate them")

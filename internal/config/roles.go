@@ -47,16 +47,12 @@ func (r *Role) compile(name string) []error {
 	}
 	r.prefixes = nil
 	for _, n := range r.Networks {
-		p, err := netip.ParsePrefix(n)
+		p, err := parsePrefix(n)
 		if err != nil {
-			a, aerr := netip.ParseAddr(n)
-			if aerr != nil {
-				bad("networks: %q is neither a CIDR nor an address", n)
-				continue
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
+			bad("networks: %v", err)
+			continue
 		}
-		r.prefixes = append(r.prefixes, p.Masked())
+		r.prefixes = append(r.prefixes, p)
 	}
 	if h := r.Hours; h != nil {
 		h.days = map[time.Weekday]bool{}
@@ -84,6 +80,18 @@ func (r *Role) compile(name string) []error {
 		}
 	}
 	return errs
+}
+
+// parsePrefix reads a CIDR or a single address.
+func parsePrefix(n string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(n); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(n)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR nor an address", n)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 func clock(s string) (time.Duration, error) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pires/go-proxyproto"
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/pki"
@@ -449,4 +450,69 @@ func TestRoleRulesAtTheDoor(t *testing.T) {
 		})
 	}
 
+}
+
+// dialThroughBalancer connects as a load balancer would: it writes a PROXY
+// protocol v2 header naming client as the real source, then speaks
+// PostgreSQL.
+func dialThroughBalancer(t *testing.T, g *gw, client string, header bool) (*pgconn.PgConn, error) {
+	t.Helper()
+	cfg, err := pgconn.ParseConfig(g.url(testUser, testPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil || !header {
+			return c, err
+		}
+		src, _ := net.ResolveTCPAddr("tcp", client)
+		h := proxyproto.HeaderProxyFromAddrs(2, src, c.RemoteAddr())
+		if _, err := h.WriteTo(c); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+	return pgconn.ConnectConfig(t.Context(), cfg)
+}
+
+func TestProxyProtocol(t *testing.T) {
+	t.Run("from a trusted balancer the real client address decides", func(t *testing.T) {
+		g := startGW(t, func(c *config.Config, _ *Options) {
+			c.Listen.ProxyProtocolFrom = []string{"127.0.0.1"}
+			c.Roles["analyst"] = &config.Role{Networks: []string{"203.0.113.0/24"}, Databases: []string{"*"}}
+		})
+		c, err := dialThroughBalancer(t, g, "203.0.113.9:5555", true)
+		if err != nil {
+			t.Fatalf("client in an allowed network behind the balancer: %v", err)
+		}
+		c.Close(t.Context())
+		g.audit.waitFor(t, "accepted with the real source", func(e audit.Event) bool {
+			return e.Type == audit.ConnectionAccepted && e.Source == "203.0.113.9:5555"
+		})
+		_, err = dialThroughBalancer(t, g, "198.51.100.1:4444", true)
+		var pe *pgconn.PgError
+		if !asPgError(err, &pe) || pe.Code != "28000" || !strings.Contains(pe.Message, "from 198.51.100.1") {
+			t.Fatalf("client outside the allowed network behind the balancer: %v", err)
+		}
+		// The balancer itself must send the header.
+		if _, err := dialThroughBalancer(t, g, "", false); err == nil {
+			t.Fatal("a connection from the balancer without a PROXY header was accepted")
+		}
+	})
+	t.Run("from anyone else a header is refused", func(t *testing.T) {
+		g := startGW(t, func(c *config.Config, _ *Options) {
+			c.Listen.ProxyProtocolFrom = []string{"10.9.9.9"}
+			c.Roles["analyst"] = &config.Role{Networks: []string{"127.0.0.0/8", "203.0.113.0/24"}, Databases: []string{"*"}}
+		})
+		if _, err := dialThroughBalancer(t, g, "203.0.113.9:5555", true); err == nil {
+			t.Fatal("a PROXY header from an untrusted address was accepted")
+		}
+		c, err := dialThroughBalancer(t, g, "", false)
+		if err != nil {
+			t.Fatalf("a direct client without a header: %v", err)
+		}
+		c.Close(t.Context())
+	})
 }

@@ -196,6 +196,9 @@ upstreams:
 	for _, f := range opts {
 		f(cfg, &o)
 	}
+	if err := cfg.Validate(); err != nil { // options may change what Validate compiles
+		t.Fatal(err)
+	}
 	g := &gw{db: db, cluster: c, audit: rec, store: st, cfg: cfg, now: clock}
 	if !cfg.Listen.AllowPlaintext {
 		o.TLS, g.caPath, err = ServerTLS(cfg)
@@ -207,10 +210,11 @@ upstreams:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	ln := WrapProxyProtocol(raw, cfg)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
