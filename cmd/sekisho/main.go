@@ -29,6 +29,8 @@ usage:
   sekisho user show NAME --config FILE
   sekisho user passwd NAME [--password-stdin] --config FILE
   sekisho user extend NAME --expires DATE|DURATION --config FILE
+  sekisho user suspend NAME --reason TEXT --config FILE   (ends live sessions at once)
+  sekisho user resume NAME --config FILE
   sekisho user disable NAME --reason TEXT --config FILE
   sekisho user enable NAME --config FILE
   sekisho version

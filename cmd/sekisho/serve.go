@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/sekisho/sekisho/internal/admin"
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/proxy"
@@ -74,6 +75,7 @@ type gateway struct {
 	ln     net.Listener
 	st     store.Store
 	au     *audit.File
+	adm    *admin.Server
 	cfg    *config.Config
 	caPath string
 	served chan error
@@ -115,7 +117,14 @@ func startGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (*g
 		au.Close()
 		return nil, hintError{err, "choose a free address in listen.address"}
 	}
-	gw := &gateway{srv: srv, ln: ln, st: st, au: au, cfg: cfg, caPath: caPath, served: make(chan error, 1)}
+	adm, err := admin.Start(cfg.StateDir, srv, st, au, log)
+	if err != nil {
+		ln.Close()
+		st.Close()
+		au.Close()
+		return nil, hintError{err, "stop the other gateway, or give this one its own state_dir"}
+	}
+	gw := &gateway{srv: srv, ln: ln, st: st, au: au, adm: adm, cfg: cfg, caPath: caPath, served: make(chan error, 1)}
 	go func() { gw.served <- srv.Serve(ln) }()
 	return gw, nil
 }
@@ -132,6 +141,7 @@ func (gw *gateway) shutdown() error {
 }
 
 func (gw *gateway) close() {
+	gw.adm.Close()
 	gw.ln.Close()
 	gw.st.Close()
 	gw.au.Close()

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sekisho/sekisho/internal/admin"
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/identity"
@@ -22,7 +23,7 @@ import (
 
 func cmdUser(args []string) error {
 	if len(args) == 0 {
-		return usageError{"user: name a subcommand: add, list, show, passwd, extend, disable or enable"}
+		return usageError{"user: name a subcommand: add, list, show, passwd, extend, suspend, resume, disable or enable"}
 	}
 	switch args[0] {
 	case "add":
@@ -35,6 +36,10 @@ func cmdUser(args []string) error {
 		return cmdUserPasswd(args[1:])
 	case "extend":
 		return cmdUserExtend(args[1:])
+	case "suspend":
+		return cmdUserSuspend(args[1:], true)
+	case "resume":
+		return cmdUserSuspend(args[1:], false)
 	case "disable":
 		return cmdUserDisable(args[1:], true)
 	case "enable":
@@ -468,5 +473,50 @@ func cmdUserDisable(args []string, disable bool) error {
 		return err
 	}
 	fmt.Printf("%s is %sd; new connections are %s\n", u.Name, verb, map[bool]string{true: "refused", false: "accepted again"}[disable])
+	return nil
+}
+
+// cmdUserSuspend suspends (or resumes) an account through the running
+// gateway's admin API: new connections are refused and live sessions end
+// at once. With no gateway running there are no sessions to end, and the
+// account is changed in the state store directly.
+func cmdUserSuspend(args []string, suspend bool) error {
+	verb := map[bool]string{true: "suspend", false: "resume"}[suspend]
+	fs := flag.NewFlagSet("user "+verb, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfgPath := fs.String("config", "sekisho.yaml", "config file")
+	reason := fs.String("reason", "", "why (kept with the account and in the audit log)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"user " + verb + ": give exactly one user name"}
+	}
+	if suspend && strings.TrimSpace(*reason) == "" {
+		return hintError{errors.New("user suspend: --reason is required"), "say why, for the record: --reason \"credentials leaked\""}
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return hintError{err, "pass the gateway's config with --config FILE"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	resp, err := admin.NewClient(cfg.StateDir).Do(ctx, "/v1/users/"+pos[0]+"/"+verb, admin.Request{Reason: *reason, SudoUser: os.Getenv("SUDO_USER")})
+	if errors.Is(err, admin.ErrNotRunning) {
+		fmt.Fprintln(os.Stderr, "sekisho: no running gateway found; changing the account in the state store only")
+		if suspend {
+			return cmdUserDisable([]string{pos[0], "--reason", "suspended: " + *reason, "--config", *cfgPath}, true)
+		}
+		return cmdUserDisable([]string{pos[0], "--config", *cfgPath}, false)
+	}
+	if err != nil {
+		return hintError{err, resp.Hint}
+	}
+	if suspend {
+		fmt.Printf("%s is suspended; %d live sessions ended\n", resp.User, resp.SessionsEnded)
+	} else {
+		fmt.Printf("%s is resumed; new connections are accepted again\n", resp.User)
+	}
 	return nil
 }

@@ -342,3 +342,24 @@ func (s *Server) slotsFree() bool {
 }
 
 var errAuditFailed = fmt.Errorf("audit unavailable")
+
+// EndUserSessions ends every live session of a user with 57P01 (an
+// administrator ended it), cancelling statements in progress upstream, and
+// returns how many there were. New connections are the store's business:
+// disable the account first, then end its sessions.
+func (s *Server) EndUserSessions(user, why string) int {
+	s.mu.Lock()
+	var victims []*Session
+	for _, ss := range s.sessions {
+		if ss.principal.User == user {
+			victims = append(victims, ss)
+		}
+	}
+	s.mu.Unlock()
+	for _, ss := range victims {
+		ss.Kill(&Refusal{Code: codeAdminShutdown, Fatal: true, Reason: "suspended",
+			Message: "terminating connection: the session was ended by an administrator (" + why + ")",
+			Hint:    "Ask " + ss.cfg.Contact + " why your account was suspended."})
+	}
+	return len(victims)
+}
