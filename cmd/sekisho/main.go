@@ -33,6 +33,8 @@ usage:
   sekisho user resume NAME --config FILE
   sekisho user disable NAME --reason TEXT --config FILE
   sekisho user enable NAME --config FILE
+  sekisho lock --all --reason TEXT --config FILE   only break-glass accounts may connect; others are ended
+  sekisho unlock --config FILE
   sekisho version
 
 Exit codes: 0 success, 1 failure, 2 wrong usage.
@@ -69,6 +71,10 @@ func run(args []string) int {
 		err = cmdDemo(args[1:])
 	case "user":
 		err = cmdUser(args[1:])
+	case "lock":
+		err = cmdLock(args[1:], true)
+	case "unlock":
+		err = cmdLock(args[1:], false)
 	case "version":
 		fmt.Println("sekisho", version)
 	case "help", "-h", "--help":

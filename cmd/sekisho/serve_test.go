@@ -277,3 +277,91 @@ upstreams:
 		t.Fatalf("the suspension is not in the audit log with its actor:\n%s", audit)
 	}
 }
+
+// TestLockAllWithBreakGlass: locking ends everyone's sessions but the
+// break-glass admin's, refuses new ones, alerts on break-glass use, and
+// unlocking lets everyone back.
+func TestLockAllWithBreakGlass(t *testing.T) {
+	c, db := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sekisho")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	os.WriteFile(filepath.Join(dir, "up.pw"), []byte(c.Password), 0o600)
+	port, _ := pglocal.FreePort()
+	cfgPath := filepath.Join(dir, "sekisho.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`state_dir: state
+listen: {address: 127.0.0.1:%d, allow_plaintext: true}
+break_glass: [emergency]
+roles: {analyst: {networks: [127.0.0.1], databases: ["*"]}, admin: {networks: [127.0.0.1], databases: ["*"]}}
+upstreams:
+  - {database: %s, host: %s, port: %d, user: %s, password_file: up.pw, tls: disable}
+`, port, db, c.Host, c.Port, c.User)), 0o600)
+	st, err := store.OpenSQLite(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []struct{ name, role string }{{"worker", "analyst"}, {"emergency", "admin"}} {
+		v, _ := identity.NewVerifier(u.name + "-password-1")
+		st.AddUser(t.Context(), store.User{Name: u.name, Role: u.role, Verifier: v, Expires: time.Now().Add(time.Hour), Created: time.Now(), CreatedBy: "test"})
+	}
+	st.Close()
+	cmd := exec.Command(bin, "serve", "--config", cfgPath)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	url := func(u string) string {
+		return fmt.Sprintf("postgres://%s:%s-password-1@127.0.0.1:%d/%s?sslmode=disable", u, u, port, db)
+	}
+	connect := func(u string) (*pgconn.PgConn, error) { return pgconn.Connect(t.Context(), url(u)) }
+	var worker *pgconn.PgConn
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if worker, err = connect("worker"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway never accepted: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	emergency, err := connect("emergency")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emergency.Close(context.Background())
+
+	out, err := exec.Command(bin, "lock", "--all", "--reason", "ransomware suspected", "--config", cfgPath).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "1 live sessions ended") {
+		t.Fatalf("lock: %v\n%s", err, out)
+	}
+	if _, err := worker.Exec(t.Context(), "SELECT 1").ReadAll(); err == nil {
+		t.Fatal("a non-break-glass session survived the lock")
+	}
+	if _, err := emergency.Exec(t.Context(), "SELECT 1").ReadAll(); err != nil {
+		t.Fatalf("the break-glass session was ended: %v", err)
+	}
+	if _, err := connect("worker"); err == nil || !strings.Contains(err.Error(), "locked by an administrator: ransomware suspected") {
+		t.Fatalf("new connection while locked: %v", err)
+	}
+	e2, err := connect("emergency")
+	if err != nil {
+		t.Fatalf("break-glass login while locked: %v", err)
+	}
+	e2.Close(t.Context())
+	if out, err := exec.Command(bin, "unlock", "--config", cfgPath).CombinedOutput(); err != nil {
+		t.Fatalf("unlock: %v\n%s", err, out)
+	}
+	w2, err := connect("worker")
+	if err != nil {
+		t.Fatalf("after unlock: %v", err)
+	}
+	w2.Close(t.Context())
+	auditLog, _ := os.ReadFile(filepath.Join(dir, "state", "audit.jsonl"))
+	for _, want := range []string{`"type":"gateway.lock"`, `"outcome":"locked"`, `"outcome":"unlocked"`, `"type":"break_glass.used","session":`, `break-glass login (gateway locked: true)`} {
+		if !strings.Contains(string(auditLog), want) {
+			t.Errorf("audit log lacks %s", want)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -67,6 +68,8 @@ func Start(stateDir string, gw *proxy.Server, st store.Store, au audit.Sink, log
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/users/{name}/suspend", s.suspend)
 	mux.HandleFunc("POST /v1/users/{name}/resume", s.resume)
+	mux.HandleFunc("POST /v1/lock", s.lock)
+	mux.HandleFunc("POST /v1/unlock", s.unlock)
 	s.http = &http.Server{
 		Handler:           s.onlyOwner(mux),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -206,6 +209,40 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = s.audit.Record(audit.Event{Type: audit.AccountChange, User: name, Actor: who, Reason: "resumed"})
 	reply(w, http.StatusOK, Response{User: name})
+}
+
+func (s *Server) lock(w http.ResponseWriter, r *http.Request) {
+	var req Request
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil || strings.TrimSpace(req.Reason) == "" {
+		reply(w, http.StatusBadRequest, Response{Error: "a reason is required", Hint: "say why, for the record: --reason \"ransomware suspected\""})
+		return
+	}
+	who := actor(r, req.SudoUser)
+	// Locked in the store first, so no new session starts; then the live
+	// ones end.
+	if err := s.store.SetGatewayLock(r.Context(), store.GatewayLock{Locked: true, Reason: req.Reason, Actor: who, At: time.Now().UTC()}); err != nil {
+		s.log.Error("lock failed", "err", err)
+		reply(w, http.StatusInternalServerError, Response{Error: "the state store refused the lock; nothing changed"})
+		return
+	}
+	breakGlass := s.gw.Config().BreakGlass
+	n := s.gw.EndSessionsExcept(func(u string) bool { return slices.Contains(breakGlass, u) }, "gateway locked")
+	_ = s.audit.Record(audit.Event{Type: audit.GatewayLock, Actor: who, Outcome: "locked",
+		Reason: fmt.Sprintf("%s; %d live sessions ended", req.Reason, n)})
+	reply(w, http.StatusOK, Response{SessionsEnded: n})
+}
+
+func (s *Server) unlock(w http.ResponseWriter, r *http.Request) {
+	var req Request
+	_ = json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req)
+	who := actor(r, req.SudoUser)
+	if err := s.store.SetGatewayLock(r.Context(), store.GatewayLock{Locked: false, Reason: req.Reason, Actor: who, At: time.Now().UTC()}); err != nil {
+		s.log.Error("unlock failed", "err", err)
+		reply(w, http.StatusInternalServerError, Response{Error: "the state store refused the change; the gateway stays locked"})
+		return
+	}
+	_ = s.audit.Record(audit.Event{Type: audit.GatewayLock, Actor: who, Outcome: "unlocked"})
+	reply(w, http.StatusOK, Response{})
 }
 
 // Client calls the admin API of the gateway whose state directory is dir.

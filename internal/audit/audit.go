@@ -34,6 +34,10 @@ const (
 	Cancel Type = "cancel"
 	// AccountChange: an account was created or changed by an administrator.
 	AccountChange Type = "account.change"
+	// BreakGlass: an emergency account logged in (an alert to review).
+	BreakGlass Type = "break_glass.used"
+	// GatewayLock: the gateway was locked or unlocked.
+	GatewayLock Type = "gateway.lock"
 	// AccountLocked: too many failed logins locked a name (an alert).
 	AccountLocked Type = "account.locked"
 )

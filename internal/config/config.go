@@ -34,6 +34,9 @@ type Config struct {
 	// here is refused. Data policies per role come with the data-policy
 	// work.
 	Roles map[string]*Role `yaml:"roles"`
+	// BreakGlass lists the emergency accounts that may still connect while
+	// the gateway is locked. Every login of one is an alert to review.
+	BreakGlass []string `yaml:"break_glass"`
 	// AccountLifetime caps, per kind of account (employee, contractor,
 	// service), how far in the future an account may expire.
 	AccountLifetime map[string]Duration `yaml:"account_lifetime"`

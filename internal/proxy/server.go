@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -348,18 +349,30 @@ var errAuditFailed = fmt.Errorf("audit unavailable")
 // returns how many there were. New connections are the store's business:
 // disable the account first, then end its sessions.
 func (s *Server) EndUserSessions(user, why string) int {
+	return s.endSessions(func(p Principal) bool { return p.User == user }, "suspended", why,
+		"Ask your sekisho administrator why your account was suspended.")
+}
+
+// EndSessionsExcept ends every live session whose user keep does not
+// spare (the gateway lock spares break-glass accounts).
+func (s *Server) EndSessionsExcept(keep func(user string) bool, why string) int {
+	return s.endSessions(func(p Principal) bool { return !keep(p.User) }, "gateway_locked", why,
+		"Only emergency (break-glass) accounts may connect now; ask your sekisho administrator when access returns.")
+}
+
+func (s *Server) endSessions(match func(Principal) bool, reason, why, hint string) int {
 	s.mu.Lock()
 	var victims []*Session
 	for _, ss := range s.sessions {
-		if ss.principal.User == user {
+		if match(ss.principal) {
 			victims = append(victims, ss)
 		}
 	}
 	s.mu.Unlock()
 	for _, ss := range victims {
-		ss.Kill(&Refusal{Code: codeAdminShutdown, Fatal: true, Reason: "suspended",
+		ss.Kill(&Refusal{Code: codeAdminShutdown, Fatal: true, Reason: reason,
 			Message: "terminating connection: the session was ended by an administrator (" + why + ")",
-			Hint:    "Ask " + ss.cfg.Contact + " why your account was suspended."})
+			Hint:    strings.Replace(hint, "your sekisho administrator", ss.cfg.Contact, 1)})
 	}
 	return len(victims)
 }

@@ -330,6 +330,25 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 	if ref := admitByRole(h.cfg, role, u.Role, h.source, h.ev.Database, now); ref != nil {
 		return Principal{}, nil, ref
 	}
+	breakGlass := slices.Contains(h.cfg.BreakGlass, user)
+	lock, err := h.s.store.GatewayLock(ctx)
+	if err != nil {
+		h.s.log.Error("state store lookup failed", "err", err)
+		return Principal{}, nil, &Refusal{Code: codeCannotConnect, Reason: "store_unavailable",
+			Message: "sekisho cannot check accounts right now", Hint: "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
+	}
+	if lock.Locked && !breakGlass {
+		return Principal{}, nil, &Refusal{Code: codeInvalidAuthorization, Reason: "gateway_locked",
+			Message: "sekisho is locked by an administrator: " + lock.Reason,
+			Hint:    "Only emergency (break-glass) accounts may connect now; ask " + h.cfg.Contact + " when access returns."}
+	}
+	if breakGlass {
+		// Every use of an emergency account is an alert to be reviewed.
+		if err := h.s.record(audit.Event{Type: audit.BreakGlass, Session: h.ev.Session, User: user, Role: u.Role,
+			Source: h.source, Database: h.ev.Database, Reason: fmt.Sprintf("break-glass login (gateway locked: %t)", lock.Locked)}); err != nil {
+			return Principal{}, nil, auditRefusal(h.cfg)
+		}
+	}
 	upCfg, ok := h.cfg.Upstream(h.ev.Database)
 	if !ok {
 		return Principal{}, nil, &Refusal{Code: codeInvalidCatalogName, Reason: "unknown_database",

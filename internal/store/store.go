@@ -70,6 +70,11 @@ type Store interface {
 	LoginFailure(ctx context.Context, name string, at time.Time, window time.Duration) (int, error)
 	// ClearLoginFailures forgets a name's failures (after a good login).
 	ClearLoginFailures(ctx context.Context, name string) error
+	// SetGatewayLock locks (or unlocks) the whole gateway: while locked only
+	// break-glass accounts may connect.
+	SetGatewayLock(ctx context.Context, l GatewayLock) error
+	// GatewayLock returns the gateway-wide lock.
+	GatewayLock(ctx context.Context) (GatewayLock, error)
 	// Lock refuses logins for a name until the given time.
 	Lock(ctx context.Context, name string, until time.Time) error
 	// LockedUntil returns when a name's lock ends (zero: not locked).
@@ -107,6 +112,13 @@ CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures (at);
 CREATE TABLE IF NOT EXISTS login_locks (
 	name  TEXT PRIMARY KEY,
 	until BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gateway_lock (
+	id     INTEGER PRIMARY KEY CHECK (id = 1),
+	locked BOOLEAN NOT NULL,
+	reason TEXT NOT NULL,
+	actor  TEXT NOT NULL,
+	at     BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS secrets (
 	name  TEXT PRIMARY KEY,
@@ -292,6 +304,40 @@ func (s *SQLite) LockedUntil(ctx context.Context, name string) (time.Time, error
 		return time.Time{}, fmt.Errorf("locked until: %w", err)
 	}
 	return time.UnixMicro(until).UTC(), nil
+}
+
+// GatewayLock is the gateway-wide lock ("sekisho lock --all").
+type GatewayLock struct {
+	Locked bool
+	Reason string
+	Actor  string
+	At     time.Time
+}
+
+// SetGatewayLock implements Store.
+func (s *SQLite) SetGatewayLock(ctx context.Context, l GatewayLock) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO gateway_lock (id, locked, reason, actor, at) VALUES (1, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET locked = excluded.locked, reason = excluded.reason, actor = excluded.actor, at = excluded.at`,
+		l.Locked, l.Reason, l.Actor, l.At.UnixMicro())
+	if err != nil {
+		return fmt.Errorf("gateway lock: %w", err)
+	}
+	return nil
+}
+
+// GatewayLock implements Store.
+func (s *SQLite) GatewayLock(ctx context.Context) (GatewayLock, error) {
+	var l GatewayLock
+	var at int64
+	err := s.db.QueryRowContext(ctx, `SELECT locked, reason, actor, at FROM gateway_lock WHERE id = 1`).Scan(&l.Locked, &l.Reason, &l.Actor, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return GatewayLock{}, nil
+	}
+	if err != nil {
+		return GatewayLock{}, fmt.Errorf("gateway lock: %w", err)
+	}
+	l.At = time.UnixMicro(at).UTC()
+	return l, nil
 }
 
 // Secret implements Store.
