@@ -11,10 +11,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/sekisho/sekisho/internal/admin"
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/identity"
 	"github.com/sekisho/sekisho/internal/proxy"
 	"github.com/sekisho/sekisho/internal/store"
 )
@@ -71,14 +73,16 @@ func cmdServe(args []string) error {
 
 // gateway is a running server with everything it owns.
 type gateway struct {
-	srv    *proxy.Server
-	ln     net.Listener
-	st     store.Store
-	au     *audit.File
-	adm    *admin.Server
-	cfg    *config.Config
-	caPath string
-	served chan error
+	srv *proxy.Server
+	ln  net.Listener
+	st  store.Store
+	au  *audit.File
+	adm *admin.Server
+
+	stopSweep, sweepDone chan struct{}
+	cfg                  *config.Config
+	caPath               string
+	served               chan error
 }
 
 func startGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (*gateway, error) {
@@ -124,8 +128,10 @@ func startGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (*g
 		au.Close()
 		return nil, hintError{err, "stop the other gateway, or give this one its own state_dir"}
 	}
-	gw := &gateway{srv: srv, ln: ln, st: st, au: au, adm: adm, cfg: cfg, caPath: caPath, served: make(chan error, 1)}
+	gw := &gateway{srv: srv, ln: ln, st: st, au: au, adm: adm, cfg: cfg, caPath: caPath, served: make(chan error, 1),
+		stopSweep: make(chan struct{}), sweepDone: make(chan struct{})}
 	go func() { gw.served <- srv.Serve(ln) }()
+	go gw.sweepAccounts(log)
 	return gw, nil
 }
 
@@ -140,7 +146,33 @@ func (gw *gateway) shutdown() error {
 	return err
 }
 
+// sweepAccounts disables dormant accounts and alerts on coming expiries,
+// at start and every hour.
+func (gw *gateway) sweepAccounts(log *slog.Logger) {
+	defer close(gw.sweepDone)
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		cfg := gw.srv.Config()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		sw, err := identity.SweepAccounts(ctx, gw.st, gw.au, time.Now(), cfg.DormantAfter.D(), cfg.ExpiryWarning.D(), cfg.BreakGlass)
+		cancel()
+		if err != nil {
+			log.Error("account sweep failed", "err", err)
+		} else if len(sw.Disabled)+len(sw.Warned) > 0 {
+			log.Info("account sweep", "disabled_dormant", len(sw.Disabled), "expiry_alerts", len(sw.Warned))
+		}
+		select {
+		case <-gw.stopSweep:
+			return
+		case <-t.C:
+		}
+	}
+}
+
 func (gw *gateway) close() {
+	close(gw.stopSweep)
+	<-gw.sweepDone
 	gw.adm.Close()
 	gw.ln.Close()
 	gw.st.Close()

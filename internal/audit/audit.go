@@ -34,6 +34,9 @@ const (
 	Cancel Type = "cancel"
 	// AccountChange: an account was created or changed by an administrator.
 	AccountChange Type = "account.change"
+	// AccountExpiring: an account expires soon; its sponsor should act (an
+	// alert).
+	AccountExpiring Type = "account.expiring"
 	// BreakGlass: an emergency account logged in (an alert to review).
 	BreakGlass Type = "break_glass.used"
 	// GatewayLock: the gateway was locked or unlocked.

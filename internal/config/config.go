@@ -34,6 +34,11 @@ type Config struct {
 	// here is refused. Data policies per role come with the data-policy
 	// work.
 	Roles map[string]*Role `yaml:"roles"`
+	// DormantAfter disables accounts with no login for this long.
+	DormantAfter Duration `yaml:"dormant_after"`
+	// ExpiryWarning is how long before an account expires its sponsor (or
+	// the account holder, for employees) is alerted.
+	ExpiryWarning Duration `yaml:"expiry_warning"`
 	// BreakGlass lists the emergency accounts that may still connect while
 	// the gateway is locked. Every login of one is an alert to review.
 	BreakGlass []string `yaml:"break_glass"`
@@ -217,6 +222,12 @@ func (c *Config) applyDefaults(baseDir string) {
 	}
 	if c.Limits.UpstreamTimeout == 0 {
 		c.Limits.UpstreamTimeout = Duration(10 * time.Second)
+	}
+	if c.DormantAfter == 0 {
+		c.DormantAfter = Duration(90 * 24 * time.Hour)
+	}
+	if c.ExpiryWarning == 0 {
+		c.ExpiryWarning = Duration(14 * 24 * time.Hour)
 	}
 	if c.Login.MaxFailures == 0 {
 		c.Login.MaxFailures = 5

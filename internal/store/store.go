@@ -49,6 +49,9 @@ type User struct {
 	UpdatedBy string
 	// LastLogin is the last admitted connection (zero: never).
 	LastLogin time.Time
+	// ExpiryWarned is the expiry the sponsor was last warned about, so one
+	// expiry is warned about once.
+	ExpiryWarned time.Time
 }
 
 // Expired reports whether the account is past its expiry at now.
@@ -101,7 +104,8 @@ CREATE TABLE IF NOT EXISTS users (
 	disabled_reason TEXT NOT NULL DEFAULT '',
 	updated         BIGINT NOT NULL DEFAULT 0,
 	updated_by      TEXT NOT NULL DEFAULT '',
-	last_login      BIGINT NOT NULL DEFAULT 0
+	last_login      BIGINT NOT NULL DEFAULT 0,
+	expiry_warned   BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS login_failures (
 	name TEXT NOT NULL,
@@ -160,7 +164,7 @@ func (s *SQLite) AddUser(ctx context.Context, u User) error {
 		u.Kind = KindEmployee
 	}
 	_, err := s.db.ExecContext(ctx,
-		`INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, userArgs(u)...)
+		`INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, userArgs(u)...)
 	if err != nil {
 		if _, gerr := s.User(ctx, u.Name); gerr == nil {
 			return fmt.Errorf("user %q: %w", u.Name, ErrExists)
@@ -230,7 +234,7 @@ func (s *SQLite) UpdateUser(ctx context.Context, name string, change func(*User)
 	u.Name = name // the key never changes
 	args := append(userArgs(u)[1:], name)
 	if _, err := tx.ExecContext(ctx, `UPDATE users SET kind = ?, sponsor = ?, role = ?, verifier = ?, expires = ?, created = ?,
-		created_by = ?, disabled = ?, disabled_reason = ?, updated = ?, updated_by = ?, last_login = ? WHERE name = ?`, args...); err != nil {
+		created_by = ?, disabled = ?, disabled_reason = ?, updated = ?, updated_by = ?, last_login = ?, expiry_warned = ? WHERE name = ?`, args...); err != nil {
 		return User{}, fmt.Errorf("update user: %w", err)
 	}
 	return u, tx.Commit()
@@ -367,11 +371,11 @@ func (s *SQLite) Secret(ctx context.Context, name string, gen func() ([]byte, er
 // Close implements Store.
 func (s *SQLite) Close() error { return s.db.Close() }
 
-const userColumns = `name, kind, sponsor, role, verifier, expires, created, created_by, disabled, disabled_reason, updated, updated_by, last_login`
+const userColumns = `name, kind, sponsor, role, verifier, expires, created, created_by, disabled, disabled_reason, updated, updated_by, last_login, expiry_warned`
 
 func userArgs(u User) []any {
 	return []any{u.Name, u.Kind, u.Sponsor, u.Role, u.Verifier, u.Expires.UnixMicro(), u.Created.UnixMicro(), u.CreatedBy,
-		u.Disabled, u.DisabledReason, micros(u.Updated), u.UpdatedBy, micros(u.LastLogin)}
+		u.Disabled, u.DisabledReason, micros(u.Updated), u.UpdatedBy, micros(u.LastLogin), micros(u.ExpiryWarned)}
 }
 
 // micros stores the zero time as 0 ("never").
@@ -393,14 +397,15 @@ type scanner interface{ Scan(dest ...any) error }
 
 func scanUser(r scanner) (User, error) {
 	var u User
-	var expires, created, updated, lastLogin int64
+	var expires, created, updated, lastLogin, warned int64
 	if err := r.Scan(&u.Name, &u.Kind, &u.Sponsor, &u.Role, &u.Verifier, &expires, &created, &u.CreatedBy,
-		&u.Disabled, &u.DisabledReason, &updated, &u.UpdatedBy, &lastLogin); err != nil {
+		&u.Disabled, &u.DisabledReason, &updated, &u.UpdatedBy, &lastLogin, &warned); err != nil {
 		return User{}, err
 	}
 	u.Expires = time.UnixMicro(expires).UTC()
 	u.Created = time.UnixMicro(created).UTC()
 	u.Updated = fromMicros(updated)
 	u.LastLogin = fromMicros(lastLogin)
+	u.ExpiryWarned = fromMicros(warned)
 	return u, nil
 }
