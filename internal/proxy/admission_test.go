@@ -18,6 +18,7 @@ import (
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/pki"
+	"github.com/sekisho/sekisho/internal/store"
 )
 
 func TestAuthenticationAndAdmission(t *testing.T) {
@@ -515,4 +516,41 @@ func TestProxyProtocol(t *testing.T) {
 		}
 		c.Close(t.Context())
 	})
+}
+
+// suspendDuringLogin is a store that disables an account right after the
+// gateway first reads it: a suspension landing while the client
+// authenticates, before its session is registered.
+type suspendDuringLogin struct {
+	*store.SQLite
+	name  string
+	fired bool
+}
+
+func (s *suspendDuringLogin) User(ctx context.Context, name string) (store.User, error) {
+	u, err := s.SQLite.User(ctx, name)
+	if err == nil && name == s.name && !s.fired {
+		s.fired = true
+		_, err = s.SQLite.UpdateUser(ctx, name, func(x *store.User) error { x.Disabled = true; return nil })
+	}
+	return u, err
+}
+
+func TestSuspensionDuringLoginIsNotMissed(t *testing.T) {
+	var sd *suspendDuringLogin
+	g := startGW(t, func(_ *config.Config, o *Options) {
+		sd = &suspendDuringLogin{SQLite: o.Store.(*store.SQLite), name: testUser}
+		o.Store = sd
+	})
+	_, err := pgconn.Connect(t.Context(), g.url(testUser, testPassword))
+	var pe *pgconn.PgError
+	if !asPgError(err, &pe) || pe.Code != "28000" || !strings.Contains(pe.Message, "is disabled") {
+		t.Fatalf("a login racing its suspension was admitted: %v", err)
+	}
+	if !sd.fired {
+		t.Fatal("the store hook did not run")
+	}
+	if n := g.srv.SessionCount(); n != 0 {
+		t.Fatalf("%d sessions registered", n)
+	}
 }

@@ -94,6 +94,15 @@ func (s *Server) handleConn(raw net.Conn) {
 		return
 	}
 	registered = true
+	// A suspension or lock that landed while this client authenticated
+	// found no session to end; now that the session is registered, look
+	// again, so none slips through between the check and the registration.
+	if ref := h.recheck(); ref != nil {
+		s.unregister(ss)
+		up.close()
+		h.refuse(ref)
+		return
+	}
 	h.ev.Type = audit.ConnectionAccepted
 	if err := s.record(h.ev); err != nil {
 		s.unregister(ss)
@@ -374,6 +383,33 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 		return Principal{}, nil, &Refusal{Reason: "client_closed"}
 	}
 	return p, up, nil
+}
+
+// recheck reads the account and the gateway lock again after the session
+// is registered (see handleConn).
+func (h *handshake) recheck() *Refusal {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Limits.StartupTimeout.D())
+	defer cancel()
+	u, err := h.s.store.User(ctx, h.user.Name)
+	if err != nil {
+		return &Refusal{Code: codeCannotConnect, Reason: "store_unavailable",
+			Message: "sekisho cannot check accounts right now", Hint: "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
+	}
+	if u.Disabled {
+		return &Refusal{Code: codeInvalidAuthorization, Reason: "account_disabled",
+			Message: fmt.Sprintf("account %q is disabled", u.Name), Hint: "Ask " + h.cfg.Contact + " to enable it."}
+	}
+	lock, err := h.s.store.GatewayLock(ctx)
+	if err != nil {
+		return &Refusal{Code: codeCannotConnect, Reason: "store_unavailable",
+			Message: "sekisho cannot check accounts right now", Hint: "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
+	}
+	if lock.Locked && !slices.Contains(h.cfg.BreakGlass, u.Name) {
+		return &Refusal{Code: codeInvalidAuthorization, Reason: "gateway_locked",
+			Message: "sekisho is locked by an administrator: " + lock.Reason,
+			Hint:    "Only emergency (break-glass) accounts may connect now; ask " + h.cfg.Contact + " when access returns."}
+	}
+	return nil
 }
 
 // checkGuessing refuses before any password work when the name is locked
