@@ -44,6 +44,7 @@ var (
 	outDir   = flag.String("out", "bench/out", "where logs go")
 	skipTPS  = flag.Bool("skip-tps", false, "skip the pgbench runs")
 	skipBulk = flag.Bool("skip-bulk", false, "skip the bulk reads")
+	onlyConn = flag.Bool("only-connect", false, "run only the new-connection measurement")
 )
 
 type target struct {
@@ -141,6 +142,9 @@ func run() error {
 	fmt.Fprintf(&r.b, "Machine: %d CPUs (%s/%s), %s; PostgreSQL %s; pgbench runs of %d s; hcp %d rows.\n\n",
 		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), serverVersion(ctx, direct.url), *seconds, *hcpRows)
 
+	if *onlyConn {
+		*skipBulk, *skipTPS = true, true
+	}
 	if !*skipBulk {
 		step("bulk reads")
 		r.line("### Bulk read of hcp with psql (wall time, best of 3)\n")
@@ -196,6 +200,24 @@ func run() error {
 		}
 	}
 
+	step("new connections with TLS")
+	r.line("\n### New connections with TLS and a password check (pgbench -S -C, 8 clients, sslmode=require)\n")
+	r.line("Each transaction opens a new connection: TLS handshake, SCRAM, and for sekisho also its own TLS-less")
+	r.line("connection and SCRAM exchange to PostgreSQL, plus the account, lockout and gateway-lock checks.\n")
+	r.line("| target | connections/s | ms per connection (8 in parallel) |")
+	r.line("|---|---|---|")
+	for _, tg := range []target{
+		{"direct (TLS)", strings.Replace(direct.url, "sslmode=disable", "sslmode=require", 1)},
+		{"sekisho (TLS)", strings.Replace(gw.url, "sslmode=disable", "sslmode=require", 1)},
+	} {
+		tps := pgbench(tg.url, "-S", "-C", "-c", "8", "-j", "2")
+		r.line(fmt.Sprintf("| %s | %.0f | %.1f |", tg.name, tps, 8000/math.Max(tps, 1)))
+	}
+	if *onlyConn {
+		fmt.Print(r.b.String())
+		return nil
+	}
+
 	step("proxy CPU per transaction")
 	r.line("\n### Proxy CPU per transaction (pgbench -S -M prepared, 8 clients, 20,000 transactions each)\n")
 	r.line("| proxy | user µs/tx | system µs/tx | total µs/tx |")
@@ -245,7 +267,7 @@ func startSekisho(ctx context.Context, bin, work string, cl *pglocal.Cluster) (s
 	cfg := fmt.Sprintf(`state_dir: state
 listen:
   address: %s
-  allow_plaintext: true
+  allow_plaintext: true   # TLS is still offered; the connection test uses it
 limits:
   max_sessions: 1000
 roles:
