@@ -222,7 +222,12 @@ func (d *demo) printHowToConnect(w io.Writer) {
 		fmt.Fprintf(w, "Connect as %s (role %s):\n", u.name, u.role)
 		fmt.Fprintf(w, "psql \"postgresql://%s:%s@%s:%d/pharma?sslmode=verify-full&sslrootcert=%s\"\n\n", u.name, d.passwords[u.name], addr.IP, addr.Port, ca)
 	}
-	fmt.Fprintf(w, "Manage accounts:  sekisho user list --config %s\n", d.cfgPath)
+	self, err := os.Executable()
+	if err != nil {
+		self = "sekisho"
+	}
+	fmt.Fprintf(w, "Manage accounts:  %s user list --config %s\n", self, d.cfgPath)
+	fmt.Fprintf(w, "Suspend one (its sessions end at once):\n  %s user suspend contractor --reason \"demo\" --config %s\n", self, d.cfgPath)
 	fmt.Fprintf(w, "Watch the audit:  tail -f %s\n\n", d.gw.cfg.Audit.Path)
 	fmt.Fprintf(w, "Press Ctrl-C to stop; the database and every file of the demo are removed.\n")
 }
