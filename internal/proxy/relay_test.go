@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/sekisho/sekisho/internal/audit"
 )
 
@@ -283,4 +284,130 @@ func TestConcurrentSessions(t *testing.T) {
 		}
 	}
 	waitUntil(t, "all sessions ended", func() bool { return g.srv.SessionCount() == 0 })
+}
+
+// pendingOf returns the gateway's count of outstanding sync points and
+// queued statements for the newest live session.
+func pendingOf(t *testing.T, g *gw) (int, int) {
+	t.Helper()
+	g.srv.mu.Lock()
+	var newest *Session
+	for _, ss := range g.srv.sessions {
+		if newest == nil || ss.id > newest.id {
+			newest = ss
+		}
+	}
+	g.srv.mu.Unlock()
+	if newest == nil {
+		t.Fatal("no session")
+	}
+	newest.mu.Lock()
+	defer newest.mu.Unlock()
+	return newest.pending, len(newest.runs)
+}
+
+// TestExtendedCopyKeepsTheBooks runs COPY FROM STDIN through the extended
+// protocol as libpq's PQexecParams does (a Sync right after Execute, which
+// PostgreSQL ignores during the copy), then checks that the gateway's
+// accounting is back to zero and the next statement is audited as itself.
+func TestExtendedCopyKeepsTheBooks(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	exec(t, conn, "CREATE TABLE sink (v text)")
+	c := rawSession(t, g)
+	fe := pgproto3.NewFrontend(c, c)
+	fe.Send(&pgproto3.Parse{Query: "COPY sink FROM STDIN"})
+	fe.Send(&pgproto3.Bind{})
+	fe.Send(&pgproto3.Execute{})
+	fe.Send(&pgproto3.Sync{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m.(*pgproto3.CopyInResponse); ok {
+			break
+		}
+	}
+	fe.Send(&pgproto3.CopyData{Data: []byte("one\ntwo\n")})
+	fe.Send(&pgproto3.CopyDone{})
+	fe.Send(&pgproto3.Sync{})
+	fe.Flush()
+	sawComplete := false
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cc, ok := m.(*pgproto3.CommandComplete); ok && string(cc.CommandTag) == "COPY 2" {
+			sawComplete = true
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	if !sawComplete {
+		t.Fatal("no COPY 2")
+	}
+	waitUntil(t, "books balanced", func() bool { p, n := pendingOf(t, g); return p == 0 && n == 0 })
+	fe.Send(&pgproto3.Query{String: "SELECT v FROM sink WHERE v <> 'x'"})
+	fe.Flush()
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	g.audit.waitFor(t, "the select after the copy, as itself", func(e audit.Event) bool {
+		return e.Type == audit.Statement && strings.HasPrefix(e.Statement, "SELECT v FROM sink") && e.Rows == 2
+	})
+	g.audit.waitFor(t, "the copy", func(e audit.Event) bool {
+		return e.Type == audit.Statement && e.Statement == "COPY sink FROM STDIN" && e.Rows == 2 && e.Protocol == "extended"
+	})
+}
+
+func TestStatementDuringCopyIsAProtocolViolation(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	exec(t, conn, "CREATE TABLE sink (v text)")
+	c := rawSession(t, g)
+	fe := pgproto3.NewFrontend(c, c)
+	fe.Send(&pgproto3.Query{String: "COPY sink FROM STDIN"})
+	fe.Flush()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m.(*pgproto3.CopyInResponse); ok {
+			break
+		}
+	}
+	fe.Send(&pgproto3.CopyData{Data: []byte("kept?\n")})
+	fe.Send(&pgproto3.Query{String: "SELECT 1"})
+	fe.Flush()
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("no error before the connection closed: %v", err)
+		}
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			if e.Code != "08P01" || e.Severity != "FATAL" || !strings.Contains(e.Message, "during COPY FROM STDIN") {
+				t.Fatalf("got %+v", e)
+			}
+			break
+		}
+	}
+	waitUntil(t, "COPY gone upstream", func() bool { return upstreamQueries(t, g, "COPY sink%") == 0 })
+	if r := exec(t, conn, "SELECT count(*) FROM sink"); string(r[0].Rows[0][0]) != "0" {
+		t.Fatal("the abandoned COPY was committed")
+	}
 }

@@ -60,6 +60,10 @@ type Session struct {
 	pending int    // Query, Sync and FunctionCall messages not yet answered by ReadyForQuery
 	runs    []*run // statements in the order the upstream will answer them
 	killed  *Refusal
+	// copyIn is set when the upstream entered COPY FROM STDIN and the
+	// client has not yet ended the copy: PostgreSQL ignores Sync and Flush
+	// then, so they are not sync points.
+	copyIn bool
 
 	started time.Time
 	ended   atomic.Bool
@@ -265,6 +269,16 @@ func (ss *Session) clientToUpstream() error {
 			return ss.clientReadError(err)
 		}
 		ss.lastClient.Store(time.Now().UnixNano())
+		if strings.IndexByte("QPBEDCF", typ) >= 0 {
+			ss.mu.Lock()
+			inCopy := ss.copyIn
+			ss.mu.Unlock()
+			if inCopy {
+				// PostgreSQL would throw the message away with an error;
+				// the gateway could no longer match answers to statements.
+				return ss.protocolError(fmt.Sprintf("message type %q arrived during COPY FROM STDIN; end the copy (CopyDone or CopyFail) first", typ))
+			}
+		}
 		switch typ {
 		case 'Q':
 			m, derr := dec.Decode(typ, body)
@@ -341,7 +355,12 @@ func (ss *Session) clientToUpstream() error {
 			}
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
 		case 'S':
-			ss.enqueue(&run{kind: 'S'}, true)
+			ss.mu.Lock()
+			inCopy := ss.copyIn
+			ss.mu.Unlock()
+			if !inCopy {
+				ss.enqueue(&run{kind: 'S'}, true)
+			}
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
 		case 'F':
 			// FunctionCall (the fast-path interface) names a function by
@@ -356,7 +375,21 @@ func (ss *Session) clientToUpstream() error {
 			r := &run{kind: 'Q', text: "(FunctionCall)", start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
 			ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
 			ss.enqueue(r, true)
-		case 'D', 'H', 'd', 'c', 'f':
+		case 'c', 'f':
+			// The client ends its COPY FROM STDIN: from here Sync counts
+			// again. The marker tells a later CopyInResponse which Syncs
+			// came before the end of the copy.
+			ss.mu.Lock()
+			if ss.copyIn {
+				ss.copyIn = false
+			} else {
+				// The CopyInResponse has not arrived yet (the client is
+				// ahead): leave a marker for copyInStarted.
+				ss.runs = append(ss.runs, &run{kind: 'c'})
+			}
+			ss.mu.Unlock()
+			ss.uw = wire.AppendFrame(ss.uw, typ, body)
+		case 'D', 'H', 'd':
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
 		case 'X':
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
@@ -491,6 +524,8 @@ func (ss *Session) upstreamToClient() error {
 				ss.cw.mu.Unlock()
 				forward = false
 			}
+		case 'G':
+			ss.copyInStarted()
 		case 'T':
 			filter, described = nil, true
 			if ss.inspector != nil {
@@ -522,6 +557,9 @@ func (ss *Session) upstreamToClient() error {
 				return errUpstreamLost
 			}
 			e := m.(*pgproto3.ErrorResponse)
+			ss.mu.Lock()
+			ss.copyIn = false // an error ends COPY FROM STDIN upstream
+			ss.mu.Unlock()
 			if r := ss.refusalFor(e); r != nil {
 				// The stand-in statement failed as planned: the client
 				// sees the refusal, in the place of the refused statement.
@@ -570,6 +608,32 @@ func (ss *Session) upstreamToClient() error {
 
 func (w *clientWriter) appendFrame(typ byte, body []byte) {
 	w.buf = wire.AppendFrame(w.buf, typ, body)
+}
+
+// copyInStarted handles a CopyInResponse: PostgreSQL now ignores Sync and
+// Flush until the client ends the copy, so Syncs the client already sent
+// after the COPY statement (libpq pipelines one after Execute) and before
+// its CopyDone will get no ReadyForQuery and are taken off the books.
+func (ss *Session) copyInStarted() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	kept := ss.runs[:0]
+	started, ended := false, false
+	for _, r := range ss.runs {
+		switch {
+		case !started && (r.kind == 'Q' || r.kind == 'E'):
+			started = true // the COPY statement itself
+		case started && !ended && r.kind == 'c':
+			ended = true
+			continue // the marker's job is done
+		case started && !ended && r.kind == 'S':
+			ss.pending--
+			continue
+		}
+		kept = append(kept, r)
+	}
+	ss.runs = kept
+	ss.copyIn = !ended
 }
 
 // head returns the oldest statement the upstream has not finished.
