@@ -30,10 +30,7 @@ func TestDemo(t *testing.T) {
 		}
 		t.Skip(err)
 	}
-	bin := t.TempDir() + "/sekisho"
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := sekishoBinary(t)
 	port, err := pglocal.FreePort()
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -12,7 +13,13 @@ import (
 // withCluster stops pgtest's shared PostgreSQL after the tests.
 type withCluster struct{ m *testing.M }
 
-func (w withCluster) Run() int { return pgtest.Main(w.m) }
+func (w withCluster) Run() int {
+	code := pgtest.Main(w.m)
+	if builtBin != "" {
+		os.RemoveAll(filepath.Dir(builtBin))
+	}
+	return code
+}
 
 func TestMain(m *testing.M) {
 	testscript.Main(withCluster{m}, map[string]func(){

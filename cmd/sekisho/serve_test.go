@@ -14,10 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/sekisho/sekisho/internal/identity"
 	"github.com/sekisho/sekisho/internal/pglocal"
 	"github.com/sekisho/sekisho/internal/pgtest"
-	"github.com/sekisho/sekisho/internal/store"
 )
 
 // TestServeReloadAndDrain runs the real binary: SIGHUP adds an upstream
@@ -26,40 +24,22 @@ import (
 func TestServeReloadAndDrain(t *testing.T) {
 	c, db1 := pgtest.NewDatabase(t)
 	_, db2 := pgtest.NewDatabase(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "sekisho")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "up.pw"), []byte(c.Password), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := gatewayDir(t, c.Password, map[string]string{"u": "analyst"})
+	bin := sekishoBinary(t)
 	port, err := pglocal.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	upstream := func(db string) string {
-		return fmt.Sprintf("  - {database: %s, host: %s, port: %d, user: %s, password_file: up.pw, tls: disable}\n", db, c.Host, c.Port, c.User)
-	}
 	writeConfig := func(dbs ...string) {
 		cfg := fmt.Sprintf("state_dir: state\nlisten: {address: 127.0.0.1:%d, allow_plaintext: true}\nlimits: {shutdown_timeout: 1s}\nroles: {analyst: {networks: [127.0.0.1], databases: [\"*\"]}}\nupstreams:\n", port)
 		for _, db := range dbs {
-			cfg += upstream(db)
+			cfg += upstreamLine(c, db)
 		}
 		if err := os.WriteFile(filepath.Join(dir, "sekisho.yaml"), []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	writeConfig(db1)
-	st, err := store.OpenSQLite(filepath.Join(dir, "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, _ := identity.NewVerifier("serve-test-password")
-	if err := st.AddUser(t.Context(), store.User{Name: "u", Role: "analyst", Verifier: v, Expires: time.Now().Add(time.Hour), Created: time.Now(), CreatedBy: "test"}); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
 
 	cmd := exec.Command(bin, "serve", "--config", filepath.Join(dir, "sekisho.yaml"))
 	stderr, _ := cmd.StderrPipe()
@@ -94,7 +74,7 @@ func TestServeReloadAndDrain(t *testing.T) {
 	}
 	waitLine("listening on")
 	url := func(db string) string {
-		return fmt.Sprintf("postgres://u:serve-test-password@127.0.0.1:%d/%s?sslmode=disable", port, db)
+		return fmt.Sprintf("postgres://u:u-password-1@127.0.0.1:%d/%s?sslmode=disable", port, db)
 	}
 	conn, err := pgconn.Connect(t.Context(), url(db1))
 	if err != nil {
@@ -124,19 +104,7 @@ func TestServeReloadAndDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer direct.Close(context.Background())
-	running := func() string {
-		r, err := direct.Exec(t.Context(), "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'").ReadAll()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(r[0].Rows[0][0])
-	}
-	for deadline := time.Now().Add(10 * time.Second); running() != "1"; {
-		if time.Now().After(deadline) {
-			t.Fatal("pg_sleep never started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRunning(t, direct, "SELECT pg_sleep(30)", 1, "pg_sleep never started")
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-done:
@@ -156,12 +124,7 @@ func TestServeReloadAndDrain(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("sekisho did not exit after SIGTERM")
 	}
-	for deadline := time.Now().Add(10 * time.Second); running() != "0"; {
-		if time.Now().After(deadline) {
-			t.Fatal("the statement kept running upstream after the gateway stopped")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRunning(t, direct, "SELECT pg_sleep(30)", 0, "the statement kept running upstream after the gateway stopped")
 }
 
 // TestSuspendEndsSessions runs the real binary and the real CLI: suspending
@@ -170,44 +133,18 @@ func TestServeReloadAndDrain(t *testing.T) {
 // resuming lets it back in.
 func TestSuspendEndsSessions(t *testing.T) {
 	c, db := pgtest.NewDatabase(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "sekisho")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	os.WriteFile(filepath.Join(dir, "up.pw"), []byte(c.Password), 0o600)
+	dir := gatewayDir(t, c.Password, map[string]string{"u": "analyst"})
+	bin := sekishoBinary(t)
 	port, _ := pglocal.FreePort()
 	cfgPath := filepath.Join(dir, "sekisho.yaml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`state_dir: state
 listen: {address: 127.0.0.1:%d, allow_plaintext: true}
 roles: {analyst: {networks: [127.0.0.1], databases: ["*"]}}
 upstreams:
-  - {database: %s, host: %s, port: %d, user: %s, password_file: up.pw, tls: disable}
-`, port, db, c.Host, c.Port, c.User)), 0o600)
-	st, err := store.OpenSQLite(filepath.Join(dir, "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, _ := identity.NewVerifier("suspend-test-password")
-	st.AddUser(t.Context(), store.User{Name: "u", Role: "analyst", Verifier: v, Expires: time.Now().Add(time.Hour), Created: time.Now(), CreatedBy: "test"})
-	st.Close()
-	cmd := exec.Command(bin, "serve", "--config", cfgPath)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-	url := fmt.Sprintf("postgres://u:suspend-test-password@127.0.0.1:%d/%s?sslmode=disable", port, db)
-	var conn *pgconn.PgConn
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if conn, err = pgconn.Connect(t.Context(), url); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway never accepted: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	defer conn.Close(context.Background())
+`, port)+upstreamLine(c, db)), 0o600)
+	startServe(t, cfgPath)
+	url := fmt.Sprintf("postgres://u:u-password-1@127.0.0.1:%d/%s?sslmode=disable", port, db)
+	conn := connectWhenUp(t, url)
 	ended := make(chan time.Time, 1)
 	errs := make(chan error, 1)
 	go func() {
@@ -220,19 +157,7 @@ upstreams:
 		t.Fatal(err)
 	}
 	defer direct.Close(context.Background())
-	running := func() string {
-		r, err := direct.Exec(t.Context(), "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'").ReadAll()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(r[0].Rows[0][0])
-	}
-	for deadline := time.Now().Add(10 * time.Second); running() != "1"; {
-		if time.Now().After(deadline) {
-			t.Fatal("pg_sleep never started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRunning(t, direct, "SELECT pg_sleep(30)", 1, "pg_sleep never started")
 
 	start := time.Now()
 	out, err := exec.Command(bin, "user", "suspend", "u", "--reason", "credentials found on a personal laptop", "--config", cfgPath).CombinedOutput()
@@ -255,12 +180,7 @@ upstreams:
 	if err := <-errs; err == nil || !strings.Contains(err.Error(), "57P01") || !strings.Contains(err.Error(), "ended by an administrator") {
 		t.Fatalf("suspended session's error: %v", err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); running() != "0"; {
-		if time.Now().After(deadline) {
-			t.Fatal("the suspended user's statement kept running upstream")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRunning(t, direct, "SELECT pg_sleep(30)", 0, "the suspended user's statement kept running upstream")
 	if _, err := pgconn.Connect(t.Context(), url); err == nil || !strings.Contains(err.Error(), "disabled") {
 		t.Fatalf("a suspended user connected: %v", err)
 	}
@@ -283,12 +203,8 @@ upstreams:
 // unlocking lets everyone back.
 func TestLockAllWithBreakGlass(t *testing.T) {
 	c, db := pgtest.NewDatabase(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "sekisho")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	os.WriteFile(filepath.Join(dir, "up.pw"), []byte(c.Password), 0o600)
+	dir := gatewayDir(t, c.Password, map[string]string{"worker": "analyst", "emergency": "admin"})
+	bin := sekishoBinary(t)
 	port, _ := pglocal.FreePort()
 	cfgPath := filepath.Join(dir, "sekisho.yaml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`state_dir: state
@@ -296,41 +212,14 @@ listen: {address: 127.0.0.1:%d, allow_plaintext: true}
 break_glass: [emergency]
 roles: {analyst: {networks: [127.0.0.1], databases: ["*"]}, admin: {networks: [127.0.0.1], databases: ["*"]}}
 upstreams:
-  - {database: %s, host: %s, port: %d, user: %s, password_file: up.pw, tls: disable}
-`, port, db, c.Host, c.Port, c.User)), 0o600)
-	st, err := store.OpenSQLite(filepath.Join(dir, "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range []struct{ name, role string }{{"worker", "analyst"}, {"emergency", "admin"}} {
-		v, _ := identity.NewVerifier(u.name + "-password-1")
-		st.AddUser(t.Context(), store.User{Name: u.name, Role: u.role, Verifier: v, Expires: time.Now().Add(time.Hour), Created: time.Now(), CreatedBy: "test"})
-	}
-	st.Close()
-	cmd := exec.Command(bin, "serve", "--config", cfgPath)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+`, port)+upstreamLine(c, db)), 0o600)
+	startServe(t, cfgPath)
 	url := func(u string) string {
 		return fmt.Sprintf("postgres://%s:%s-password-1@127.0.0.1:%d/%s?sslmode=disable", u, u, port, db)
 	}
 	connect := func(u string) (*pgconn.PgConn, error) { return pgconn.Connect(t.Context(), url(u)) }
-	var worker *pgconn.PgConn
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if worker, err = connect("worker"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway never accepted: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	emergency, err := connect("emergency")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emergency.Close(context.Background())
+	worker := connectWhenUp(t, url("worker"))
+	emergency := connectWhenUp(t, url("emergency"))
 
 	out, err := exec.Command(bin, "lock", "--all", "--reason", "ransomware suspected", "--config", cfgPath).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "1 live sessions ended") {

@@ -166,19 +166,11 @@ func (s *Server) suspend(w http.ResponseWriter, r *http.Request) {
 	now := time.Now().UTC()
 	// New connections are refused first, then the live ones end: nothing
 	// can slip in between.
-	_, err := s.store.UpdateUser(r.Context(), name, func(u *store.User) error {
+	if !s.updateUser(w, r, name, "nothing was suspended", func(u *store.User) {
 		u.Disabled = true
 		u.DisabledReason = "suspended: " + req.Reason + " (" + who + ", " + now.Format(time.DateOnly) + ")"
 		u.Updated, u.UpdatedBy = now, who
-		return nil
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		reply(w, http.StatusNotFound, Response{Error: fmt.Sprintf("user %q not found", name), Hint: "'sekisho user list' shows the accounts"})
-		return
-	}
-	if err != nil {
-		s.log.Error("suspend failed", "user", name, "err", err)
-		reply(w, http.StatusInternalServerError, Response{Error: "the state store refused the change; nothing was suspended"})
+	}) {
 		return
 	}
 	n := s.gw.EndUserSessions(name, "account suspended")
@@ -193,22 +185,30 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req)
 	who := actor(r, req.SudoUser)
 	now := time.Now().UTC()
-	_, err := s.store.UpdateUser(r.Context(), name, func(u *store.User) error {
+	if !s.updateUser(w, r, name, "the account stays suspended", func(u *store.User) {
 		u.Disabled, u.DisabledReason = false, ""
 		u.Updated, u.UpdatedBy = now, who
-		return nil
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		reply(w, http.StatusNotFound, Response{Error: fmt.Sprintf("user %q not found", name), Hint: "'sekisho user list' shows the accounts"})
-		return
-	}
-	if err != nil {
-		s.log.Error("resume failed", "user", name, "err", err)
-		reply(w, http.StatusInternalServerError, Response{Error: "the state store refused the change"})
+	}) {
 		return
 	}
 	_ = s.audit.Record(audit.Event{Type: audit.AccountChange, User: name, Actor: who, Reason: "resumed"})
 	reply(w, http.StatusOK, Response{User: name})
+}
+
+// updateUser applies change to an account, replying with the error (and
+// returning false) when it cannot.
+func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, name, unchanged string, change func(*store.User)) bool {
+	_, err := s.store.UpdateUser(r.Context(), name, func(u *store.User) error { change(u); return nil })
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		reply(w, http.StatusNotFound, Response{Error: fmt.Sprintf("user %q not found", name), Hint: "'sekisho user list' shows the accounts"})
+		return false
+	case err != nil:
+		s.log.Error("account change failed", "user", name, "path", r.URL.Path, "err", err)
+		reply(w, http.StatusInternalServerError, Response{Error: "the state store refused the change; " + unchanged})
+		return false
+	}
+	return true
 }
 
 func (s *Server) lock(w http.ResponseWriter, r *http.Request) {

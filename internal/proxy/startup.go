@@ -246,8 +246,7 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 	known := err == nil
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		h.s.log.Error("state store lookup failed", "err", err)
-		return Principal{}, nil, &Refusal{Code: codeCannotConnect, Reason: "store_unavailable",
-			Message: "sekisho cannot check accounts right now", Hint: "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
+		return Principal{}, nil, storeRefusal(h.cfg)
 	}
 	v, perr := identity.ParseVerifier(u.Verifier)
 	if !known || perr != nil {
@@ -343,8 +342,7 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 	lock, err := h.s.store.GatewayLock(ctx)
 	if err != nil {
 		h.s.log.Error("state store lookup failed", "err", err)
-		return Principal{}, nil, &Refusal{Code: codeCannotConnect, Reason: "store_unavailable",
-			Message: "sekisho cannot check accounts right now", Hint: "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
+		return Principal{}, nil, storeRefusal(h.cfg)
 	}
 	if lock.Locked && !breakGlass {
 		return Principal{}, nil, &Refusal{Code: codeInvalidAuthorization, Reason: "gateway_locked",
@@ -392,8 +390,7 @@ func (h *handshake) recheck() *Refusal {
 	defer cancel()
 	u, err := h.s.store.User(ctx, h.user.Name)
 	if err != nil {
-		return &Refusal{Code: codeCannotConnect, Reason: "store_unavailable",
-			Message: "sekisho cannot check accounts right now", Hint: "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
+		return storeRefusal(h.cfg)
 	}
 	if u.Disabled {
 		return &Refusal{Code: codeInvalidAuthorization, Reason: "account_disabled",
@@ -401,8 +398,7 @@ func (h *handshake) recheck() *Refusal {
 	}
 	lock, err := h.s.store.GatewayLock(ctx)
 	if err != nil {
-		return &Refusal{Code: codeCannotConnect, Reason: "store_unavailable",
-			Message: "sekisho cannot check accounts right now", Hint: "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
+		return storeRefusal(h.cfg)
 	}
 	if lock.Locked && !slices.Contains(h.cfg.BreakGlass, u.Name) {
 		return &Refusal{Code: codeInvalidAuthorization, Reason: "gateway_locked",
@@ -426,8 +422,7 @@ func (h *handshake) checkGuessing(ctx context.Context, user string) *Refusal {
 	until, err := h.s.store.LockedUntil(ctx, user)
 	if err != nil {
 		h.s.log.Error("state store lookup failed", "err", err)
-		return &Refusal{Code: codeCannotConnect, Reason: "store_unavailable",
-			Message: "sekisho cannot check accounts right now", Hint: "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
+		return storeRefusal(h.cfg)
 	}
 	if now.Before(until) {
 		return &Refusal{Code: codeInvalidAuthorization, Reason: "locked",
@@ -522,6 +517,11 @@ func badPassword(user string, cfg *config.Config) *Refusal {
 	return &Refusal{Code: codeInvalidPassword, Reason: "bad_password",
 		Message: fmt.Sprintf("password authentication failed for user %q", user),
 		Hint:    "Check the user name and password; if you have lost access, ask " + cfg.Contact + "."}
+}
+
+func storeRefusal(cfg *config.Config) *Refusal {
+	return &Refusal{Code: codeCannotConnect, Reason: "store_unavailable",
+		Message: "sekisho cannot check accounts right now", Hint: "Try again shortly; if it persists, tell " + cfg.Contact + "."}
 }
 
 func auditRefusal(cfg *config.Config) *Refusal {
