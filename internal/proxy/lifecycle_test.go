@@ -483,3 +483,21 @@ func TestShutdownWithClientThatStoppedReading(t *testing.T) {
 	}
 	waitUntil(t, "upstream query gone", func() bool { return upstreamQueries(t, g, "SELECT generate_series(1, 10000000)%") == 0 })
 }
+
+func TestAuditFailureEndsLiveSessions(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	exec(t, conn, "SELECT 1")
+	g.audit.setFail(true)
+	_, err := conn.Exec(t.Context(), "SELECT 2").ReadAll()
+	if err == nil {
+		// The answer may have been on its way; the session must not
+		// survive to run another statement unaudited.
+		_, err = conn.Exec(t.Context(), "SELECT 3").ReadAll()
+	}
+	if err == nil {
+		t.Fatal("a session kept running statements that could not be audited")
+	}
+	g.audit.setFail(false)
+	waitUntil(t, "session ended", func() bool { return g.srv.SessionCount() == 0 })
+}

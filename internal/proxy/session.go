@@ -692,9 +692,16 @@ func (ss *Session) recordRun(r *run, outcome string) {
 	if r.kind != 'Q' {
 		proto = "extended"
 	}
-	_ = ss.srv.record(audit.Event{Type: audit.Statement, Session: ss.id, User: ss.principal.User, Role: ss.principal.Role,
+	err := ss.srv.record(audit.Event{Type: audit.Statement, Session: ss.id, User: ss.principal.User, Role: ss.principal.Role,
 		Source: ss.principal.Source, Database: ss.principal.Database, Statement: r.text, Protocol: proto,
 		Rows: rows, Duration: ms(ss.srv.now().Sub(r.start)), Outcome: outcome, SQLState: r.err})
+	if err != nil {
+		// Fail closed: a session whose statements cannot be recorded ends
+		// rather than go on unaudited.
+		ref := auditRefusal(ss.cfg)
+		ref.Fatal = true
+		ss.Kill(ref)
+	}
 }
 
 // readyForQuery ends a sync unit: the simple query (or Sync) at the head
