@@ -271,7 +271,7 @@ listen:
 limits:
   max_sessions: 1000
 roles:
-  bench: {networks: [127.0.0.1], databases: [pharma]}
+  bench: {networks: [127.0.0.1], databases: [pharma], statements: [all], read: ["*"], write: ["*"], functions: ["*"], features: [all]}
 upstreams:
   - database: pharma
     host: %s

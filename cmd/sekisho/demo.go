@@ -148,13 +148,50 @@ roles:
   admin:
     networks: [127.0.0.0/8, "::1"]
     databases: ["*"]
+    statements: [all]
+    read: ["*"]
+    write: ["*"]
+    functions: ["*"]
+    features: [all]
+    protected: {name: allow, date_of_birth: allow, sex: allow, email: allow, address: allow,
+                institution: allow, diagnosis: allow, treatment: allow}
   analyst:
     networks: [127.0.0.0/8, "::1"]
     databases: [pharma, registry]
+    statements: [read, transaction, session]
+    read: [public.hcp, public.cases]
+    protected:
+      name: {mask: pseudonym}
+      date_of_birth: {mask: year_only}
+      email: {mask: partial_email}
+      address: {mask: redact}
+      sex: allow
+      institution: allow
+      diagnosis: allow
+      treatment: allow
   contractor:
     networks: [127.0.0.0/8, "::1"]
     databases: [pharma]
     hours: {days: [mon, tue, wed, thu, fri], from: "08:00", to: "20:00", zone: Asia/Tokyo}
+    statements: [read, transaction, session]
+    read: [public.hcp]
+    protected:
+      name: {mask: redact}
+      email: {mask: partial_email}
+      institution: allow
+      # date_of_birth, address and sex have no rule: denied.
+# The data classification: which tables are about people, and what kind
+# of personal data each protected column holds.
+subjects:
+  - database: pharma
+    table: public.hcp
+    key: id
+    columns: {name: name, name_kana: name, birth_date: date_of_birth, sex: sex, email: email,
+              institution: institution, institution_address: address}
+  - database: registry
+    table: public.cases
+    key: id
+    columns: {diagnosis_code: diagnosis, treatment: treatment, institution: institution}
 account_lifetime: {employee: 365d, contractor: 90d, service: 365d}
 limits:
   idle_timeout: 30m

@@ -31,7 +31,7 @@ func TestServeReloadAndDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeConfig := func(dbs ...string) {
-		cfg := fmt.Sprintf("state_dir: state\nlisten: {address: 127.0.0.1:%d, allow_plaintext: true}\nlimits: {shutdown_timeout: 1s}\nroles: {analyst: {networks: [127.0.0.1], databases: [\"*\"]}}\nupstreams:\n", port)
+		cfg := fmt.Sprintf("state_dir: state\nlisten: {address: 127.0.0.1:%d, allow_plaintext: true}\nlimits: {shutdown_timeout: 1s}\nroles: {analyst: {networks: [127.0.0.1], databases: [\"*\"], statements: [read, session, transaction], read: [\"*\"]}}\nupstreams:\n", port)
 		for _, db := range dbs {
 			cfg += upstreamLine(c, db)
 		}
@@ -139,7 +139,7 @@ func TestSuspendEndsSessions(t *testing.T) {
 	cfgPath := filepath.Join(dir, "sekisho.yaml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`state_dir: state
 listen: {address: 127.0.0.1:%d, allow_plaintext: true}
-roles: {analyst: {networks: [127.0.0.1], databases: ["*"]}}
+roles: {analyst: {networks: [127.0.0.1], databases: ["*"], statements: [read, session, transaction], read: ["*"]}}
 upstreams:
 `, port)+upstreamLine(c, db)), 0o600)
 	startServe(t, cfgPath)
@@ -210,7 +210,7 @@ func TestLockAllWithBreakGlass(t *testing.T) {
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`state_dir: state
 listen: {address: 127.0.0.1:%d, allow_plaintext: true}
 break_glass: [emergency]
-roles: {analyst: {networks: [127.0.0.1], databases: ["*"]}, admin: {networks: [127.0.0.1], databases: ["*"]}}
+roles: {analyst: {networks: [127.0.0.1], databases: ["*"], statements: [read, session, transaction], read: ["*"]}, admin: {networks: [127.0.0.1], databases: ["*"], statements: [read, session, transaction], read: ["*"]}}
 upstreams:
 `, port)+upstreamLine(c, db)), 0o600)
 	startServe(t, cfgPath)

@@ -31,9 +31,13 @@ type Config struct {
 	// security team's address.
 	Contact string `yaml:"contact"`
 	// Roles are what accounts may be given; an account whose role is not
-	// here is refused. Data policies per role come with the data-policy
-	// work.
+	// here is refused.
 	Roles map[string]*Role `yaml:"roles"`
+	// Subjects are the data classification: the tables about people and
+	// their protected columns.
+	Subjects []Subject `yaml:"subjects"`
+	// Policy tunes how the gateway decides statements.
+	Policy Policy `yaml:"policy"`
 	// DormantAfter disables accounts with no login for this long.
 	DormantAfter Duration `yaml:"dormant_after"`
 	// ExpiryWarning is how long before an account expires its sponsor (or
@@ -45,6 +49,13 @@ type Config struct {
 	// AccountLifetime caps, per kind of account (employee, contractor,
 	// service), how far in the future an account may expire.
 	AccountLifetime map[string]Duration `yaml:"account_lifetime"`
+}
+
+// Policy tunes the statement analysis.
+type Policy struct {
+	// CatalogRefresh is how often the gateway reloads each upstream's
+	// catalog (tables, columns, views) for its analysis.
+	CatalogRefresh Duration `yaml:"catalog_refresh"`
 }
 
 // Listen is the client-facing listener.
@@ -223,6 +234,9 @@ func (c *Config) applyDefaults(baseDir string) {
 	if c.Limits.UpstreamTimeout == 0 {
 		c.Limits.UpstreamTimeout = Duration(10 * time.Second)
 	}
+	if c.Policy.CatalogRefresh == 0 {
+		c.Policy.CatalogRefresh = Duration(time.Minute)
+	}
 	if c.DormantAfter == 0 {
 		c.DormantAfter = Duration(90 * 24 * time.Hour)
 	}
@@ -353,7 +367,9 @@ func (c *Config) Validate() error {
 			c.Roles[name] = r
 		}
 		errs = append(errs, r.compile(name)...)
+		errs = append(errs, r.compilePolicy(name, c)...)
 	}
+	errs = append(errs, c.compileSubjects()...)
 	return errors.Join(errs...)
 }
 

@@ -21,6 +21,29 @@ type Role struct {
 	// Hours, when set, limits connections to days and times of day.
 	Hours *Hours `yaml:"hours"`
 
+	// Statements are the statement classes allowed: read, write, ddl,
+	// admin, copy, transaction, session (or all).
+	Statements []string `yaml:"statements"`
+	// Read and Write are the relations the role may read and change:
+	// "*", "schema.*", "schema.table" or a bare table name.
+	Read  []string `yaml:"read"`
+	Write []string `yaml:"write"`
+	// Functions are functions allowed beyond the built-in safe list
+	// (name, schema.name, or "*" for all).
+	Functions []string `yaml:"functions"`
+	// Features are dangerous capabilities allowed (copy_program,
+	// copy_file, set_role, alter_system, security_setting, do,
+	// create_function, load, catalog_values, foreign_data, or all).
+	Features []string `yaml:"features"`
+	// Protected maps a category (email) or a classified column
+	// (hcp.email) to the role's rule: allow, deny or mask: FUNCTION.
+	// A protected column without a rule is denied.
+	Protected map[string]Rule `yaml:"protected"`
+	// FilterOnMasked lets the role compare, sort and group by masked
+	// columns (WHERE email = $1). Such answers leak values by oracle, so
+	// it is off by default.
+	FilterOnMasked bool `yaml:"filter_on_masked"`
+
 	prefixes []netip.Prefix
 }
 

@@ -21,12 +21,14 @@ var allowed = map[string][]string{
 	"internal/sqlscope": {},
 	"internal/pki":      {},
 	"internal/store":    {},
-	"internal/config":   {},
+	"internal/mask":     {},
+	"internal/config":   {"internal/mask"},
+	"internal/policy":   {"internal/config", "internal/mask", "internal/sqlscope"},
 	"internal/pglocal":  {"internal/pki"},
 	"internal/pgtest":   {"internal/pglocal"},
 	"internal/demodata": {},
 	"internal/identity": {"internal/audit", "internal/store"},
-	"internal/proxy":    {"internal/wire", "internal/audit", "internal/config", "internal/identity", "internal/pki", "internal/sqlscope", "internal/store"},
+	"internal/proxy":    {"internal/wire", "internal/audit", "internal/config", "internal/identity", "internal/pki", "internal/sqlscope", "internal/store", "internal/policy", "internal/mask"},
 	"internal/admin":    {"internal/audit", "internal/proxy", "internal/store"},
 }
 

@@ -169,8 +169,8 @@ listen:
   allow_plaintext: true
 contact: security@example.jp
 roles:
-  analyst: {networks: [127.0.0.0/8], databases: ["*"]}
-  admin: {networks: [127.0.0.0/8], databases: ["*"]}
+  analyst: {networks: [127.0.0.0/8], databases: ["*"], statements: [all], read: ["*"], write: ["*"], functions: ["*"], features: [all]}
+  admin: {networks: [127.0.0.0/8], databases: ["*"], statements: [all], read: ["*"], write: ["*"], functions: ["*"], features: [all]}
 upstreams:
   - database: %s
     host: %s

@@ -13,25 +13,29 @@ import "github.com/jackc/pgx/v5/pgproto3"
 // Server.Inspect), so it may keep per-session state without locks for each
 // direction.
 type Inspector interface {
-	// Statement is called for every Query, Parse and FunctionCall before it
-	// is forwarded. A non-nil Refusal refuses it: the upstream never sees
-	// the statement and the client gets the refusal in its place, in order.
+	// Statement is called for every Query and Parse before it is
+	// forwarded. A non-nil Refusal refuses it: the upstream never sees
+	// the statement and the client gets the refusal in its place, in
+	// order. The inspector sets st.Masked when the statement's results
+	// may need masking: the gateway then makes sure Result sees a
+	// RowDescription before every row of them (in the extended protocol
+	// it sends its own Describe before each Execute of such a statement).
 	Statement(st *Statement) *Refusal
-	// Result is called with each RowDescription the upstream sends. The
-	// RowFilter it returns (nil: rows pass unchanged) sees every DataRow
-	// until the result ends.
+	// Result is called with each RowDescription of a result the client
+	// will receive. The RowFilter it returns (nil: rows pass unchanged)
+	// sees every DataRow until the result ends. A Refusal ends the
+	// session before any row is sent.
 	//
-	// In the extended protocol rows often arrive without a RowDescription
-	// in the same response (the client described the statement when it
-	// prepared it, or never did). Then Result is called with nil before
-	// the first row: the inspector does not know the columns and must
-	// decide anyway (an inspector that masks should refuse, or the
-	// gateway must first learn the columns, for example by sending its own
-	// Describe after each Bind). Rows are never passed on unseen.
-	//
-	// COPY TO STDOUT data is not shown to the inspector: decide COPY (and
-	// COPY (SELECT ...)) when its statement comes to Statement.
-	Result(rd *pgproto3.RowDescription) RowFilter
+	// Rows of a statement that was not marked Masked may arrive without a
+	// RowDescription in the same response (the client described the
+	// statement earlier, or never did): they pass unfiltered, as the
+	// inspector decided. COPY TO STDOUT data is not shown to the
+	// inspector: decide COPY (and COPY (SELECT ...)) in Statement.
+	Result(rd *pgproto3.RowDescription) (RowFilter, *Refusal)
+	// Message may rewrite an ErrorResponse or NoticeResponse from the
+	// upstream before the client sees it (to remove quoted values); it
+	// reports whether it changed anything.
+	Message(e *pgproto3.ErrorResponse) bool
 }
 
 // RowFilter rewrites one result row in place (values are the column values
@@ -41,8 +45,8 @@ type RowFilter func(values [][]byte) *Refusal
 
 // Statement is a client statement as the gateway sees it.
 type Statement struct {
-	// Kind is the message that carried it: 'Q' (Query), 'P' (Parse) or 'F'
-	// (FunctionCall, whose Text is empty).
+	// Kind is the message that carried it: 'Q' (Query) or 'P' (Parse).
+	// FunctionCall messages are refused before any inspector sees them.
 	Kind byte
 	// Text is the SQL exactly as the client sent it. It may hold literal
 	// values: never log it; the audit log gets Redacted.
@@ -51,6 +55,8 @@ type Statement struct {
 	Redacted string
 	// Name is the prepared statement name of a Parse ("" is unnamed).
 	Name string
+	// Masked is set by the inspector: results may hold masked columns.
+	Masked bool
 	// Principal is who sent it.
 	Principal Principal
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/identity"
+	"github.com/sekisho/sekisho/internal/mask"
 	"github.com/sekisho/sekisho/internal/store"
 )
 
@@ -36,7 +37,8 @@ type Options struct {
 	// TLS is the listener's TLS configuration; nil means no TLS, which the
 	// config must then allow (loopback plaintext only).
 	TLS *tls.Config
-	// Inspect makes the Inspector for a new session; nil relays unchanged.
+	// Inspect makes the Inspector for a new session; nil means the data
+	// policy of the config (the only choice outside tests).
 	Inspect func(Principal) Inspector
 	// Now is the clock (tests inject one); nil means time.Now.
 	Now func() time.Time
@@ -52,6 +54,10 @@ type Server struct {
 	inspect  func(Principal) Inspector
 	now      func() time.Time
 	decoyKey []byte
+
+	catalogs  catalogs
+	decisions decisionCache
+	masker    *mask.Masker
 
 	nextID   atomic.Uint64
 	wg       sync.WaitGroup
@@ -88,9 +94,25 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The pseudonym key stays in the state store, so pseudonyms are the
+	// same after a restart and on every gateway sharing the store.
+	pkey, err := o.Store.Secret(ctx, "pseudonym-key", func() ([]byte, error) {
+		b := make([]byte, 32)
+		_, err := rand.Read(b)
+		return b, err
+	})
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		store: o.Store, audit: o.Audit, log: o.Log, inspect: o.Inspect, now: o.Now,
 		decoyKey: key, sessions: make(map[uint32]*Session), failures: newAddressLimiter(),
+		masker: mask.New(pkey),
+	}
+	if s.inspect == nil {
+		// Every session is decided by the data policy unless a test gives
+		// its own inspector: there is no mode that relays undecided.
+		s.inspect = s.policyInspector
 	}
 	if o.TLS != nil {
 		if err := s.ReloadTLS(o.TLS); err != nil {

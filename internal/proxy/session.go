@@ -76,7 +76,11 @@ type Session struct {
 
 // run is a statement (or a Sync) on its way through the upstream.
 type run struct {
-	kind    byte // 'Q' simple query, 'E' Execute, 'S' Sync, 'R' refused Parse
+	// kind: 'Q' simple query, 'E' Execute, 'S' Sync, 'R' refused Parse,
+	// 'D' the client's Describe, 'd' the gateway's own Describe (its
+	// answer is for the inspector only), 'c' end-of-COPY marker.
+	kind    byte
+	masked  bool // an Execute whose rows the inspector must see described
 	text    string
 	start   time.Time
 	rows    int64
@@ -261,8 +265,8 @@ func (ss *Session) idleFor(now time.Time) time.Duration {
 // statements, and forwards them.
 func (ss *Session) clientToUpstream() error {
 	var dec wire.FrontendDecoder
-	stmts := map[string]string{}   // prepared statement name → redacted text
-	portals := map[string]string{} // portal name → redacted text
+	stmts := map[string]prepared{}   // prepared statement name → what the gateway knows of it
+	portals := map[string]prepared{} // portal name → its statement
 	for {
 		typ, body, err := ss.cr.Next()
 		if err != nil {
@@ -287,7 +291,8 @@ func (ss *Session) clientToUpstream() error {
 			}
 			text := m.(*pgproto3.Query).String
 			r := &run{kind: 'Q', text: sqlscope.Redact(text), start: ss.srv.now()}
-			if ref := ss.decide(&Statement{Kind: 'Q', Text: text, Redacted: r.text}); ref != nil {
+			st := &Statement{Kind: 'Q', Text: text, Redacted: r.text}
+			if ref := ss.decide(st); ref != nil {
 				r.refusal, r.token = ref, ss.nextToken()
 				ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
 			} else {
@@ -307,8 +312,9 @@ func (ss *Session) clientToUpstream() error {
 					Message: fmt.Sprintf("too many prepared statements in this session (the gateway keeps at most %d)", maxPreparedStatements),
 					Hint:    "Close (DEALLOCATE) prepared statements you no longer need, or reconnect."}
 			} else {
-				stmts[p.Name] = red
-				ref = ss.decide(&Statement{Kind: 'P', Text: p.Query, Redacted: red, Name: p.Name})
+				st := &Statement{Kind: 'P', Text: p.Query, Redacted: red, Name: p.Name}
+				ref = ss.decide(st)
+				stmts[p.Name] = prepared{text: red, masked: st.Masked}
 			}
 			if ref != nil {
 				r := &run{kind: 'R', text: red, start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
@@ -336,11 +342,21 @@ func (ss *Session) clientToUpstream() error {
 			if derr != nil {
 				return ss.protocolError("malformed Execute message")
 			}
-			text, ok := portals[m.(*pgproto3.Execute).Portal]
+			portal := m.(*pgproto3.Execute).Portal
+			pr, ok := portals[portal]
 			if !ok {
-				text = "(portal not known to the gateway)"
+				pr = prepared{text: "(portal not known to the gateway)", masked: true}
 			}
-			ss.enqueue(&run{kind: 'E', text: text, start: ss.srv.now()}, false)
+			if pr.masked && ss.inspector != nil {
+				// The inspector must see the columns of every row it
+				// masks, and the client may not have asked for them (or
+				// asked before binding, when formats were not yet known):
+				// describe the portal first. Its answer goes to the
+				// inspector only.
+				ss.uw, _ = (&pgproto3.Describe{ObjectType: 'P', Name: portal}).Encode(ss.uw)
+				ss.enqueue(&run{kind: 'd'}, false)
+			}
+			ss.enqueue(&run{kind: 'E', text: pr.text, start: ss.srv.now(), masked: pr.masked}, false)
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
 		case 'C':
 			m, derr := dec.Decode(typ, body)
@@ -389,7 +405,10 @@ func (ss *Session) clientToUpstream() error {
 			}
 			ss.mu.Unlock()
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
-		case 'D', 'H', 'd':
+		case 'D':
+			ss.enqueue(&run{kind: 'D'}, false)
+			ss.uw = wire.AppendFrame(ss.uw, typ, body)
+		case 'H', 'd':
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
 		case 'X':
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
@@ -409,6 +428,12 @@ func (ss *Session) clientToUpstream() error {
 			}
 		}
 	}
+}
+
+// prepared is what the gateway keeps of a prepared statement or portal.
+type prepared struct {
+	text   string // redacted, for the audit log
+	masked bool   // its rows need the inspector's filter
 }
 
 func (ss *Session) decide(st *Statement) *Refusal {
@@ -503,11 +528,15 @@ func (ss *Session) upstreamToClient() error {
 				cur.rows++
 			}
 			if ss.inspector != nil && !described {
-				// Rows without a RowDescription in this response (the
-				// client described the statement earlier, or never): the
-				// inspector is told it does not know the columns, and
-				// decides; it must not be skipped.
-				filter = ss.inspector.Result(nil)
+				// Rows without a RowDescription in this response pass as
+				// the inspector decided at the statement; a masked one
+				// always has the gateway's own Describe before it.
+				if cur == nil || cur.masked {
+					_ = ss.up.cancel()
+					return ss.refuseFatal(&Refusal{Code: codeInsufficientPrivilege, Reason: "undescribed_rows",
+						Message: "sekisho stopped rows whose columns it had not seen described",
+						Hint:    "Reconnect and run the statement again."})
+				}
 				described = true
 			}
 			if filter != nil {
@@ -526,14 +555,29 @@ func (ss *Session) upstreamToClient() error {
 			}
 		case 'G':
 			ss.copyInStarted()
-		case 'T':
+		case 'T', 'n':
+			own := false
+			if d := ss.popDescribe(); d != nil && d.kind == 'd' {
+				own, forward = true, false // the answer to the gateway's Describe
+			}
+			if typ == 'n' {
+				if own {
+					filter, described = nil, true
+				}
+				break
+			}
 			filter, described = nil, true
 			if ss.inspector != nil {
 				m, derr := dec.Decode(typ, body)
 				if derr != nil {
 					return errUpstreamLost
 				}
-				filter = ss.inspector.Result(m.(*pgproto3.RowDescription))
+				var ref *Refusal
+				filter, ref = ss.inspector.Result(m.(*pgproto3.RowDescription))
+				if ref != nil {
+					_ = ss.up.cancel()
+					return ss.refuseFatal(ref)
+				}
 			}
 		case 'C':
 			filter, described = nil, false
@@ -571,10 +615,18 @@ func (ss *Session) upstreamToClient() error {
 				if r.kind == 'R' {
 					ss.finish(r, audit.OutcomeRefused)
 				} // a refused Query is recorded at its ReadyForQuery
-			} else if cur != nil {
-				cur.err = e.Code
-				if cur.kind == 'E' {
-					ss.finish(cur, audit.OutcomeError)
+			} else {
+				if cur != nil {
+					cur.err = e.Code
+					if cur.kind == 'E' {
+						ss.finish(cur, audit.OutcomeError)
+					}
+				}
+				if ss.inspector != nil && ss.inspector.Message(e) {
+					ss.cw.mu.Lock()
+					ss.cw.appendMsg(e)
+					ss.cw.mu.Unlock()
+					forward = false
 				}
 			}
 			cur = nil
@@ -584,6 +636,20 @@ func (ss *Session) upstreamToClient() error {
 				_ = ss.cw.flush()
 				ss.cw.mu.Unlock()
 				return errUpstreamLost
+			}
+		case 'N':
+			if ss.inspector != nil {
+				m, derr := dec.Decode(typ, body)
+				if derr != nil {
+					return errUpstreamLost
+				}
+				n := m.(*pgproto3.NoticeResponse)
+				if ss.inspector.Message((*pgproto3.ErrorResponse)(n)) {
+					ss.cw.mu.Lock()
+					ss.cw.appendMsg(n)
+					ss.cw.mu.Unlock()
+					forward = false
+				}
 			}
 		case 'Z':
 			filter, described = nil, false
@@ -634,6 +700,24 @@ func (ss *Session) copyInStarted() {
 	}
 	ss.runs = kept
 	ss.copyIn = !ended
+}
+
+// popDescribe takes the Describe that a RowDescription or NoData answers
+// off the queue, if the next answer due is a Describe's.
+func (ss *Session) popDescribe() *run {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for i, r := range ss.runs {
+		switch r.kind {
+		case 'D', 'd':
+			ss.runs = append(ss.runs[:i], ss.runs[i+1:]...)
+			return r
+		case 'R', 'c':
+			continue
+		}
+		return nil
+	}
+	return nil
 }
 
 // head returns the oldest statement the upstream has not finished.

@@ -32,22 +32,7 @@ type upstreamConn struct {
 // dialUpstream connects and authenticates to the upstream with the
 // gateway-held credential, then takes over the raw connection.
 func dialUpstream(ctx context.Context, u config.Upstream, params map[string]string, timeout time.Duration) (*upstreamConn, error) {
-	pw, err := u.Password()
-	if err != nil {
-		return nil, err
-	}
-	// Keywords are set on the parsed config, not in a connection string,
-	// so no value can inject another keyword.
-	cfg, err := pgconn.ParseConfig("sslmode=disable")
-	if err != nil {
-		return nil, fmt.Errorf("upstream config: %w", err)
-	}
-	cfg.Host, cfg.Port, cfg.Database, cfg.User = u.Host, uint16(u.Port), u.DBName, u.User
-	cfg.Password = string(pw)
-	cfg.Fallbacks = nil
-	cfg.ConnectTimeout = timeout
-	cfg.RuntimeParams = params
-	cfg.TLSConfig, err = upstreamTLS(u)
+	cfg, err := upstreamConfig(u, params, timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +53,31 @@ func dialUpstream(ctx context.Context, u config.Upstream, params map[string]stri
 	}
 	return &upstreamConn{conn: hc.Conn, pid: hc.PID, secret: hc.SecretKey, params: hc.ParameterStatuses,
 		tx: hc.TxStatus, tls: hc.TLSConfig, addr: net.JoinHostPort(u.Host, strconv.Itoa(u.Port))}, nil
+}
+
+// upstreamConfig is the pgconn configuration for the gateway's own
+// connection to u.
+func upstreamConfig(u config.Upstream, params map[string]string, timeout time.Duration) (*pgconn.Config, error) {
+	pw, err := u.Password()
+	if err != nil {
+		return nil, err
+	}
+	// Keywords are set on the parsed config, not in a connection string,
+	// so no value can inject another keyword.
+	cfg, err := pgconn.ParseConfig("sslmode=disable")
+	if err != nil {
+		return nil, fmt.Errorf("upstream config: %w", err)
+	}
+	cfg.Host, cfg.Port, cfg.Database, cfg.User = u.Host, uint16(u.Port), u.DBName, u.User
+	cfg.Password = string(pw)
+	cfg.Fallbacks = nil
+	cfg.ConnectTimeout = timeout
+	cfg.RuntimeParams = params
+	cfg.TLSConfig, err = upstreamTLS(u)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 func upstreamTLS(u config.Upstream) (*tls.Config, error) {

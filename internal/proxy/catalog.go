@@ -1,0 +1,160 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/sqlscope"
+)
+
+// catalogs holds each upstream database's catalog for the statement
+// analysis, loaded with the gateway's own credential.
+type catalogs struct {
+	mu   sync.Mutex
+	byDB map[string]*catalogEntry
+}
+
+type catalogEntry struct {
+	load   sync.Mutex // one load at a time
+	snap   atomic.Pointer[sqlscope.Snapshot]
+	loaded atomic.Int64 // unix nanoseconds of the snapshot
+	stale  atomic.Bool  // DDL went through: reload before the next decision
+	busy   atomic.Bool  // a background refresh runs
+}
+
+func (c *catalogs) entry(db string) *catalogEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byDB == nil {
+		c.byDB = map[string]*catalogEntry{}
+	}
+	e := c.byDB[db]
+	if e == nil {
+		e = &catalogEntry{}
+		c.byDB[db] = e
+	}
+	return e
+}
+
+// catalog returns the database's catalog: loaded now if there is none or
+// DDL made it stale; refreshed in the background when it is older than
+// policy.catalog_refresh.
+func (s *Server) catalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*sqlscope.Snapshot, error) {
+	e := s.catalogs.entry(u.Database)
+	snap := e.snap.Load()
+	if snap != nil && !e.stale.Load() {
+		if time.Since(time.Unix(0, e.loaded.Load())) > cfg.Policy.CatalogRefresh.D() && e.busy.CompareAndSwap(false, true) {
+			go func() {
+				defer e.busy.Store(false)
+				ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.UpstreamTimeout.D())
+				defer cancel()
+				if _, err := s.reloadCatalog(ctx, e, cfg, u, time.Now()); err != nil {
+					s.log.Warn("catalog refresh failed", "database", u.Database, "err", err)
+				}
+			}()
+		}
+		return snap, nil
+	}
+	return s.reloadCatalog(ctx, e, cfg, u, time.Now())
+}
+
+// reloadCatalog loads the catalog unless a load that started after since
+// already did.
+func (s *Server) reloadCatalog(ctx context.Context, e *catalogEntry, cfg *config.Config, u config.Upstream, since time.Time) (*sqlscope.Snapshot, error) {
+	e.load.Lock()
+	defer e.load.Unlock()
+	if snap := e.snap.Load(); snap != nil && e.loaded.Load() >= since.UnixNano() && !e.stale.Load() {
+		return snap, nil
+	}
+	started := time.Now()
+	e.stale.Store(false) // DDL after this point marks it again
+	snap, err := loadCatalog(ctx, cfg, u)
+	if err != nil {
+		e.stale.Store(true) // try again at the next decision
+		return nil, err
+	}
+	e.snap.Store(snap)
+	e.loaded.Store(started.UnixNano())
+	return snap, nil
+}
+
+// markCatalogStale makes the next decision on db reload its catalog.
+func (s *Server) markCatalogStale(db string) { s.catalogs.entry(db).stale.Store(true) }
+
+const catalogRelationsSQL = `SELECT c.oid, n.nspname, c.relname, c.relkind,
+  CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid) ELSE '' END
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r','p','v','m','f') AND n.nspname NOT IN ('pg_catalog','information_schema')
+  AND n.nspname NOT LIKE 'pg\_toast%'`
+
+const catalogColumnsSQL = `SELECT a.attrelid, a.attnum, a.attname, a.attisdropped
+FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE a.attnum > 0 AND c.relkind IN ('r','p','v','m','f') AND n.nspname NOT IN ('pg_catalog','information_schema')
+  AND n.nspname NOT LIKE 'pg\_toast%'`
+
+const catalogFunctionsSQL = `SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname NOT IN ('pg_catalog','information_schema')`
+
+// loadCatalog reads relations, columns, view definitions and function
+// names from the upstream.
+func loadCatalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*sqlscope.Snapshot, error) {
+	pcfg, err := upstreamConfig(u, map[string]string{"application_name": "sekisho catalog", "search_path": "pg_catalog"}, cfg.Limits.UpstreamTimeout.D())
+	if err != nil {
+		return nil, err
+	}
+	pc, err := pgconn.ConnectConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("catalog connect: %w", err)
+	}
+	defer pc.Close(context.Background())
+	res := pc.Exec(ctx, catalogRelationsSQL+";"+catalogColumnsSQL+";"+catalogFunctionsSQL)
+	results, err := res.ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("catalog query: %w", err)
+	}
+	if len(results) != 3 {
+		return nil, fmt.Errorf("catalog query: %d results", len(results))
+	}
+	byOID := map[uint32]*sqlscope.Relation{}
+	var rels []*sqlscope.Relation
+	for _, row := range results[0].Rows {
+		oid, err := strconv.ParseUint(string(row[0]), 10, 32)
+		if err != nil || len(row[3]) != 1 {
+			return nil, fmt.Errorf("catalog query: unexpected relation row")
+		}
+		r := &sqlscope.Relation{OID: uint32(oid), Schema: string(row[1]), Name: string(row[2]), Kind: row[3][0], ViewQuery: string(row[4])}
+		byOID[r.OID] = r
+		rels = append(rels, r)
+	}
+	for _, row := range results[1].Rows {
+		oid, err1 := strconv.ParseUint(string(row[0]), 10, 32)
+		num, err2 := strconv.Atoi(string(row[1]))
+		if err1 != nil || err2 != nil || num < 1 || num > 1600 {
+			return nil, fmt.Errorf("catalog query: unexpected column row")
+		}
+		r := byOID[uint32(oid)]
+		if r == nil {
+			continue // created between the two scans
+		}
+		for len(r.Columns) < num {
+			r.Columns = append(r.Columns, "")
+		}
+		if string(row[3]) != "t" {
+			r.Columns[num-1] = string(row[2])
+		}
+	}
+	var funcs []string
+	for _, row := range results[2].Rows {
+		funcs = append(funcs, string(row[0]))
+	}
+	return sqlscope.NewSnapshot(rels, funcs), nil
+}

@@ -1,0 +1,129 @@
+package sqlscope
+
+import (
+	"strings"
+	"sync"
+)
+
+// Relation is a table, view or other relation of the upstream's catalog.
+type Relation struct {
+	OID    uint32
+	Schema string
+	Name   string
+	// Kind is pg_class.relkind: 'r' table, 'p' partitioned table, 'v'
+	// view, 'm' materialized view, 'f' foreign table.
+	Kind byte
+	// Columns are the column names by attribute number (Columns[0] is
+	// attnum 1); a dropped column is "".
+	Columns []string
+	// ViewQuery is a view's definition (pg_get_viewdef).
+	ViewQuery string
+
+	viewOnce sync.Once
+	view     *viewShape
+}
+
+// QualifiedName is schema.name.
+func (r *Relation) QualifiedName() string { return r.Schema + "." + r.Name }
+
+// viewShape is what a view's output columns carry, from analysing its
+// definition.
+type viewShape struct {
+	cols []srcCol
+	err  error
+}
+
+// Catalog is the upstream's relations and functions as the analysis needs
+// them. Lookups ignore search_path on purpose: an unqualified name stands
+// for every relation of that name in any schema, so neither search_path
+// nor a temporary table can make the gateway see a different table than
+// the server reads.
+type Catalog interface {
+	// Relations returns the relations called name, in schema (or in any
+	// schema when schema is "").
+	Relations(schema, name string) []*Relation
+	// UserFunction reports whether a function called name exists outside
+	// pg_catalog (so an unqualified call could reach it through
+	// search_path).
+	UserFunction(name string) bool
+	// RelationByOID finds a relation by its OID (nil: unknown).
+	RelationByOID(oid uint32) *Relation
+}
+
+// Snapshot is a Catalog loaded at one moment.
+type Snapshot struct {
+	byName    map[string][]*Relation // name → relations in every schema
+	byOID     map[uint32]*Relation
+	functions map[string]bool
+	names     map[string]bool // every relation and column name
+}
+
+// NewSnapshot builds a catalog from loaded relations and the names of
+// functions outside pg_catalog and information_schema.
+func NewSnapshot(rels []*Relation, userFunctions []string) *Snapshot {
+	s := &Snapshot{byName: map[string][]*Relation{}, byOID: map[uint32]*Relation{}, functions: map[string]bool{}, names: map[string]bool{}}
+	for _, r := range rels {
+		s.byName[r.Name] = append(s.byName[r.Name], r)
+		s.byOID[r.OID] = r
+		s.names[r.Name] = true
+		for _, c := range r.Columns {
+			s.names[c] = true
+		}
+	}
+	for _, f := range userFunctions {
+		s.functions[f] = true
+	}
+	return s
+}
+
+// Relations implements Catalog.
+func (s *Snapshot) Relations(schema, name string) []*Relation {
+	if s == nil {
+		return nil
+	}
+	all := s.byName[name]
+	if schema == "" {
+		return all
+	}
+	var out []*Relation
+	for _, r := range all {
+		if r.Schema == schema || strings.HasPrefix(schema, "pg_temp") && strings.HasPrefix(r.Schema, "pg_temp") {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// UserFunction implements Catalog.
+func (s *Snapshot) UserFunction(name string) bool { return s != nil && s.functions[name] }
+
+// RelationByOID implements Catalog.
+func (s *Snapshot) RelationByOID(oid uint32) *Relation {
+	if s == nil {
+		return nil
+	}
+	return s.byOID[oid]
+}
+
+// KnownName reports whether name is the name of a relation or column in
+// the catalog (used to tell identifiers from values in server messages).
+func (s *Snapshot) KnownName(name string) bool { return s != nil && s.names[name] }
+
+// Len is the number of relations.
+func (s *Snapshot) Len() int { return len(s.byOID) }
+
+// ViewColumn returns the base column a view's output column (by attribute
+// number) carries unchanged, if it carries exactly one kind of base column
+// unchanged; derived reports that the column is computed from base columns
+// (which it lists).
+func ViewColumn(cat Catalog, r *Relation, attnum int) (carried []Column, plain bool, err error) {
+	shape := viewOf(cat, r, 0)
+	if shape.err != nil {
+		return nil, false, shape.err
+	}
+	if attnum < 1 || attnum > len(shape.cols) {
+		return nil, false, nil
+	}
+	c := shape.cols[attnum-1]
+	return c.lin.cols, c.lin.plain, nil
+}
