@@ -322,7 +322,7 @@ func (p *Policy) ResultRule(cat sqlscope.Catalog, tableOID uint32, attnum int16)
 		return allow, "", false
 	}
 	var cols []sqlscope.Column
-	if rel.Kind == 'v' {
+	if rel.IsView() {
 		carried, plain, err := sqlscope.ViewColumn(cat, rel, int(attnum))
 		if err != nil {
 			return config.Rule{Action: "deny"}, rel.QualifiedName(), true

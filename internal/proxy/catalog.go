@@ -89,7 +89,7 @@ func (s *Server) reloadCatalog(ctx context.Context, e *catalogEntry, cfg *config
 func (s *Server) markCatalogStale(db string) { s.catalogs.entry(db).stale.Store(true) }
 
 const catalogRelationsSQL = `SELECT c.oid, n.nspname, c.relname, c.relkind,
-  CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid) ELSE '' END
+  CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) ELSE '' END
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r','p','v','m','f') AND n.nspname NOT IN ('pg_catalog','information_schema')
   AND n.nspname NOT LIKE 'pg\_toast%'`

@@ -314,7 +314,14 @@ func (ss *Session) clientToUpstream() error {
 			} else {
 				st := &Statement{Kind: 'P', Text: p.Query, Redacted: red, Name: p.Name}
 				ref = ss.decide(st)
-				stmts[p.Name] = prepared{text: red, masked: st.Masked}
+				if ref == nil {
+					stmts[p.Name] = prepared{text: red, masked: st.Masked}
+				} else if _, known := stmts[p.Name]; !known {
+					// The stand-in fails, and a statement of that name may
+					// still exist upstream (an unnamed one from before, or
+					// one made with SQL PREPARE): its rows are described.
+					stmts[p.Name] = prepared{text: red, masked: true}
+				}
 			}
 			if ref != nil {
 				r := &run{kind: 'R', text: red, start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
@@ -335,7 +342,14 @@ func (ss *Session) clientToUpstream() error {
 				// statement text of their audit events.
 				clear(portals)
 			}
-			portals[b.DestinationPortal] = stmts[b.PreparedStatement]
+			pr, ok := stmts[b.PreparedStatement]
+			if !ok {
+				// Not prepared through this protocol: a statement made
+				// with SQL PREPARE (they share PostgreSQL's namespace),
+				// decided when it was prepared. Its rows are described.
+				pr = prepared{text: "(statement prepared with SQL PREPARE)", masked: true}
+			}
+			portals[b.DestinationPortal] = pr
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
 		case 'E':
 			m, derr := dec.Decode(typ, body)

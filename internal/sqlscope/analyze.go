@@ -998,7 +998,7 @@ func (a *analyzer) relation(rv *pg_query.RangeVar, sc *scope) *source {
 // relationColumns returns what each column of r carries: a table's own
 // columns, or what a view's definition puts in each of its columns.
 func (a *analyzer) relationColumns(r *Relation) []srcCol {
-	if r.Kind == 'v' {
+	if r.IsView() {
 		shape := viewOf(a.cat, r, a.depth)
 		if shape.err != nil {
 			a.unsure("view %s could not be analysed: %v", r.QualifiedName(), shape.err)

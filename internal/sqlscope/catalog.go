@@ -16,12 +16,18 @@ type Relation struct {
 	// Columns are the column names by attribute number (Columns[0] is
 	// attnum 1); a dropped column is "".
 	Columns []string
-	// ViewQuery is a view's definition (pg_get_viewdef).
+	// ViewQuery is a view's or materialized view's definition
+	// (pg_get_viewdef).
 	ViewQuery string
 
 	viewOnce sync.Once
 	view     *viewShape
 }
+
+// IsView reports whether the relation's rows come from a query over other
+// relations: a view, or a materialized view (whose stored rows are copies
+// of what its query read, and are protected like them).
+func (r *Relation) IsView() bool { return r.Kind == 'v' || r.Kind == 'm' && r.ViewQuery != "" }
 
 // QualifiedName is schema.name.
 func (r *Relation) QualifiedName() string { return r.Schema + "." + r.Name }
