@@ -112,7 +112,7 @@ func AnalysisRefusal(err error) *Refusal {
 			Hint:    "Send smaller statements; load bulk data with COPY FROM STDIN."}
 	case err == sqlscope.ErrInvalidUTF8:
 		return &Refusal{Code: CodeCharacterNotInRepertoire, Reason: "invalid_utf8",
-			Message: "the statement is not valid UTF-8", Hint: "Send statements in UTF-8 (client_encoding UTF8)."}
+			Message: "the statement is not valid UTF-8 or holds a NUL byte", Hint: "Send statements in UTF-8 (client_encoding UTF8)."}
 	}
 	return &Refusal{Code: CodeSyntaxError, Reason: "unanalysable", Message: "sekisho could not analyse the statement",
 		Hint: "Rewrite the statement; the gateway forwards only statements it has decided."}
@@ -213,7 +213,7 @@ func (p *Policy) decide(st *sqlscope.Statement, d *Decision) *Refusal {
 				return r
 			}
 		default:
-			r := p.refuse("masked_"+strings.ReplaceAll(u.Context.String(), " ", "_"),
+			r := p.refuse("masked_"+strings.NewReplacer(" ", "_", "-", "_").Replace(strings.TrimSuffix(u.Context.String(), " reference")),
 				"column %s is masked for role %s (%s) and cannot be used as %s", col, p.roleName, rule, contextText(u.Context))
 			r.Hint = "Select the column on its own to receive the masked value; computing with it (functions, casts, operators, aggregates, whole rows, COPY, RETURNING, storing it elsewhere) is refused."
 			return r

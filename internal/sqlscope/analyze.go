@@ -155,7 +155,7 @@ const MaxAnalysedBytes = 2 << 20
 // parse at all.
 var (
 	ErrTooLong     = fmt.Errorf("statement longer than %d bytes", MaxAnalysedBytes)
-	ErrInvalidUTF8 = errors.New("statement is not valid UTF-8")
+	ErrInvalidUTF8 = errors.New("statement is not valid UTF-8 (or holds a NUL byte)")
 )
 
 // ParseError is SQL the PostgreSQL parser rejects.
@@ -170,7 +170,8 @@ func Analyze(sql string, cat Catalog) ([]*Statement, error) {
 	if len(sql) > MaxAnalysedBytes {
 		return nil, ErrTooLong
 	}
-	if !utf8.ValidString(sql) {
+	if !utf8.ValidString(sql) || strings.IndexByte(sql, 0) >= 0 {
+		// The parser reads C strings: text after a NUL would not be seen.
 		return nil, ErrInvalidUTF8
 	}
 	tree, err := pg_query.Parse(sql)
