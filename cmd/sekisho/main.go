@@ -35,6 +35,9 @@ usage:
   sekisho user enable NAME --config FILE
   sekisho lock --all --reason TEXT --config FILE   only break-glass accounts may connect; others are ended
   sekisho unlock --config FILE
+  sekisho policy check --config FILE               check roles and classification against the live schema
+  sekisho policy explain --role ROLE [--database DB] --sql SQL --config FILE
+                                                   show the decision, the columns and the rules that decided
   sekisho version
 
 Exit codes: 0 success, 1 failure, 2 wrong usage.
@@ -75,6 +78,8 @@ func run(args []string) int {
 		err = cmdLock(args[1:], true)
 	case "unlock":
 		err = cmdLock(args[1:], false)
+	case "policy":
+		err = cmdPolicy(args[1:])
 	case "version":
 		fmt.Println("sekisho", version)
 	case "help", "-h", "--help":

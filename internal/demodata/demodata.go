@@ -79,8 +79,8 @@ var diagnoses = []string{"C15.9", "C16.9", "C18.7", "C20", "C22.0", "C25.9", "C3
 var stages = []string{"0", "I", "IA", "IB", "II", "IIA", "IIB", "III", "IIIA", "IIIB", "IIIC", "IV", "IVA", "IVB"}
 var treatments = []string{"carbon-ion RT", "proton RT", "IMRT", "SBRT", "3D-CRT", "brachytherapy", "chemoradiotherapy", "palliative RT"}
 
-// Schema creates the demo tables.
-const Schema = `
+// HCPSchema creates the hcp table.
+const HCPSchema = `
 CREATE TABLE hcp (
 	id                  bigint PRIMARY KEY,
 	name                text NOT NULL,
@@ -94,7 +94,10 @@ CREATE TABLE hcp (
 	job_type            text NOT NULL,
 	department          text NOT NULL,
 	updated_at          timestamptz NOT NULL
-);
+);`
+
+// CasesSchema creates the cases table.
+const CasesSchema = `
 CREATE TABLE cases (
 	id             bigint PRIMARY KEY,
 	registry       text NOT NULL,
@@ -197,14 +200,17 @@ FROM generate_series(1::bigint, %d) AS i, p`,
 		len(diagnoses), len(stages), len(treatments), len(insts), n)
 }
 
-// Load creates and fills the demo tables on conn.
+// Load creates and fills the demo tables on conn; a table with no rows
+// asked for is not created.
 func Load(ctx context.Context, conn *pgconn.PgConn, hcpRows, caseRows int) error {
-	for _, step := range []struct{ name, sql string }{
-		{"schema", Schema},
-		{"hcp", HCPInsert(hcpRows)},
-		{"cases", CasesInsert(caseRows)},
-		{"analyze", "ANALYZE hcp; ANALYZE cases"},
-	} {
+	var steps []struct{ name, sql string }
+	if hcpRows > 0 {
+		steps = append(steps, struct{ name, sql string }{"hcp", HCPSchema + HCPInsert(hcpRows) + "; ANALYZE hcp"})
+	}
+	if caseRows > 0 {
+		steps = append(steps, struct{ name, sql string }{"cases", CasesSchema + CasesInsert(caseRows) + "; ANALYZE cases"})
+	}
+	for _, step := range steps {
 		if _, err := conn.Exec(ctx, step.sql).ReadAll(); err != nil {
 			return fmt.Errorf("demo data %s: %w", step.name, err)
 		}

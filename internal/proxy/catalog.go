@@ -104,6 +104,12 @@ const catalogFunctionsSQL = `SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname NOT IN ('pg_catalog','information_schema')`
 
+// LoadCatalog reads an upstream's catalog as the gateway's analysis sees
+// it (for policy check and explain).
+func LoadCatalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*sqlscope.Snapshot, error) {
+	return loadCatalog(ctx, cfg, u)
+}
+
 // loadCatalog reads relations, columns, view definitions and function
 // names from the upstream.
 func loadCatalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*sqlscope.Snapshot, error) {

@@ -1,6 +1,7 @@
 package sqlscope
 
 import (
+	"sort"
 	"strings"
 	"sync"
 )
@@ -114,6 +115,16 @@ func (s *Snapshot) RelationByOID(oid uint32) *Relation {
 // KnownName reports whether name is the name of a relation or column in
 // the catalog (used to tell identifiers from values in server messages).
 func (s *Snapshot) KnownName(name string) bool { return s != nil && s.names[name] }
+
+// Names returns every relation name, sorted.
+func (s *Snapshot) Names() []string {
+	out := make([]string, 0, len(s.byName))
+	for n := range s.byName {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
 
 // Len is the number of relations.
 func (s *Snapshot) Len() int { return len(s.byOID) }
