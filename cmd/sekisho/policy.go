@@ -304,4 +304,3 @@ func dedup(xs []string) []string {
 	}
 	return out
 }
-
