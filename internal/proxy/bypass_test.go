@@ -232,6 +232,9 @@ var columnTemplates = []struct{ name, sql, mode, want string }{
 	{"where equals", "SELECT id FROM hcp WHERE %[1]s = %[1]s", "simple", "refused"},
 	{"order by", "SELECT id FROM hcp ORDER BY %[1]s", "simple", "refused"},
 	{"order by position", "SELECT %[1]s FROM hcp ORDER BY 1", "simple", "refused"},
+	// The same shape as the next one but for a number: decided apart.
+	{"order by other position", "SELECT %[1]s, id FROM hcp ORDER BY 2", "simple", "ok"},
+	{"order by position, same shape", "SELECT %[1]s, id FROM hcp ORDER BY 1", "simple", "refused"},
 	{"group by", "SELECT count(*) FROM hcp GROUP BY %[1]s", "simple", "refused"},
 	{"distinct", "SELECT DISTINCT %[1]s FROM hcp", "simple", "refused"},
 	{"is null", "SELECT %[1]s IS NULL FROM hcp", "simple", "refused"},

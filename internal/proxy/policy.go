@@ -206,15 +206,27 @@ type cachedDecision struct {
 const maxCachedDecisions = 8192
 
 func (c *decisionCache) decide(cfg *config.Config, pol *policy.Policy, role, db string, cat *sqlscope.Snapshot, text string) policy.Decision {
+	// Statements that differ only in numeric literals (WHERE aid = 42,
+	// WHERE aid = 43) share a decision: the parser gives them the same
+	// tree but for those values, and no decision depends on a value —
+	// except a number that names an output column (ORDER BY 2), which
+	// the analysis flags and which is then cached by exact text only.
 	k := decisionKey{role, db, text}
+	shaped := false
+	if shape, n, ok := sqlscope.LiteralShape(text); ok && n > 0 {
+		k.text, shaped = "\x01"+shape, true
+	}
 	cacheable := len(text) <= 8192
 	if cacheable {
 		c.mu.Lock()
-		if e, ok := c.m[k]; ok && e.cfg == cfg && e.cat == cat {
-			c.mu.Unlock()
-			return e.d
+		e, ok := c.m[k]
+		if !ok && shaped {
+			e, ok = c.m[decisionKey{role, db, text}]
 		}
 		c.mu.Unlock()
+		if ok && e.cfg == cfg && e.cat == cat {
+			return e.d
+		}
 	}
 	sts, err := sqlscope.Analyze(text, cat)
 	var d policy.Decision
@@ -222,6 +234,11 @@ func (c *decisionCache) decide(cfg *config.Config, pol *policy.Policy, role, db 
 		d = policy.Decision{Refusal: policy.AnalysisRefusal(err)}
 	} else {
 		d = pol.Decide(sts)
+	}
+	for _, st := range sts {
+		if st.Positional && shaped {
+			k.text = text
+		}
 	}
 	if cacheable {
 		c.mu.Lock()

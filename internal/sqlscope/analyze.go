@@ -145,6 +145,10 @@ type Statement struct {
 	Unsure string
 	// Text is the statement's own text within the message.
 	Text string
+	// Positional: a number in the statement names an output column
+	// (ORDER BY 2, GROUP BY 1), so statements differing only in numbers
+	// may be decided differently.
+	Positional bool
 }
 
 // MaxAnalysedBytes bounds the SQL text the gateway will analyse; longer
@@ -534,6 +538,7 @@ func (a *analyzer) merge(in *Statement) {
 	if in.Unsure != "" {
 		a.unsure("%s", in.Unsure)
 	}
+	a.st.Positional = a.st.Positional || in.Positional
 }
 
 // securitySettings are settings a client must not change through the
@@ -692,7 +697,7 @@ func (a *analyzer) limits(s *pg_query.SelectStmt, sc *scope) {
 // name refers to an output column; anything else is an expression over the
 // FROM items.
 func (a *analyzer) groupItem(n *pg_query.Node, sc *scope, outs []srcCol) {
-	if l, ok := outputRef(n, outs); ok {
+	if l, ok := a.outputRef(n, outs); ok {
 		a.consume(l, Filter)
 		return
 	}
@@ -711,8 +716,9 @@ func (a *analyzer) sortClause(items []*pg_query.Node, sc *scope, outs []srcCol) 
 }
 
 // outputRef resolves ORDER BY 2 or ORDER BY name to an output column.
-func outputRef(n *pg_query.Node, outs []srcCol) (lineage, bool) {
+func (a *analyzer) outputRef(n *pg_query.Node, outs []srcCol) (lineage, bool) {
 	if c := n.GetAConst(); c != nil {
+		a.st.Positional = true
 		if iv, ok := c.Val.(*pg_query.A_Const_Ival); ok {
 			i := int(iv.Ival.Ival)
 			if i >= 1 && i <= len(outs) {

@@ -93,3 +93,16 @@ func TestAnalyzeUses(t *testing.T) {
 		})
 	}
 }
+
+// typicalSelect is a 200-character application query.
+const typicalSelect = `SELECT h.id, h.name, h.email, h.institution, c.diagnosis_code, c.stage FROM public.hcp h JOIN public.cases c ON c.institution = h.institution WHERE h.department = $1 AND c.start_date >= $2 ORDER BY h.id LIMIT 50`
+
+func BenchmarkAnalyze(b *testing.B) {
+	cat := testCatalog()
+	b.SetBytes(int64(len(typicalSelect)))
+	for b.Loop() {
+		if _, err := Analyze(typicalSelect, cat); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -40,6 +40,12 @@ func Redact(sql string) string {
 	return out
 }
 
+// LiteralShape returns sql with each numeric literal replaced by NUL and
+// how many there were, or ok=false for text it does not shape (see
+// literalShape). Statements of one shape parse to the same tree but for
+// the values of those literals.
+func LiteralShape(sql string) (key string, n int, ok bool) { return literalShape(sql) }
+
 // literalShape returns sql with each numeric literal replaced by NUL, and
 // how many there were. It declines (ok=false) anything but plain ASCII
 // keywords, identifiers, numbers, operators and punctuation: no quotes,
