@@ -12,6 +12,7 @@ import (
 	"encoding/base32"
 	"encoding/binary"
 	"fmt"
+	"hash"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,8 @@ func Known(f Function) bool {
 // RedactedText is what redact puts in place of a text value.
 const RedactedText = "***"
 
+var redacted = []byte(RedactedText)
+
 // Type OIDs of the types masks understand (pg_type.dat).
 const (
 	oidName        = 19
@@ -71,8 +74,47 @@ func textual(oid uint32) bool {
 	return oid == oidText || oid == oidVarchar || oid == oidBpchar || oid == oidName
 }
 
+// Stream is one session's masking state: a reusable HMAC and a bounded
+// cache of pseudonyms (names and keys repeat across rows). It is not safe
+// for concurrent use; each session's result direction has its own.
+type Stream struct {
+	m     *Masker
+	mac   hash.Hash
+	cache map[pseudoKey][]byte
+}
+
+type pseudoKey struct {
+	oid    uint32
+	format int16
+	value  string
+}
+
+// maxCachedPseudonyms bounds a stream's cache; when full it starts over.
+const maxCachedPseudonyms = 1 << 14
+
+// Stream returns a new masking stream.
+func (m *Masker) Stream() *Stream {
+	return &Stream{m: m, mac: hmac.New(sha256.New, m.key), cache: map[pseudoKey][]byte{}}
+}
+
+// Apply is Masker.Apply with the stream's cache.
+func (s *Stream) Apply(f Function, oid uint32, format int16, v []byte) []byte {
+	if f != Pseudonym || v == nil {
+		return s.m.Apply(f, oid, format, v)
+	}
+	if p, ok := s.cache[pseudoKey{oid, format, string(v)}]; ok {
+		return p
+	}
+	p := s.m.pseudonymWith(s.mac, oid, format, v)
+	if len(s.cache) >= maxCachedPseudonyms {
+		clear(s.cache)
+	}
+	s.cache[pseudoKey{oid, format, string(v)}] = p
+	return p
+}
+
 // Apply masks one value of type oid in format (0 text, 1 binary). nil
-// (SQL NULL) stays NULL. dst is reused when it is large enough.
+// (SQL NULL) stays NULL.
 func (m *Masker) Apply(f Function, oid uint32, format int16, v []byte) []byte {
 	if v == nil {
 		return nil
@@ -80,7 +122,7 @@ func (m *Masker) Apply(f Function, oid uint32, format int16, v []byte) []byte {
 	switch f {
 	case Redact:
 		if textual(oid) {
-			return []byte(RedactedText)
+			return redacted // shared: values are only ever read after masking
 		}
 		return nil
 	case PartialEmail:
@@ -172,6 +214,14 @@ func yearOnly(oid uint32, format int16, v []byte) []byte {
 // midnight, with the ISO style's time zone offset dropped. Anything else
 // (a weekday-name style, free text) becomes NULL.
 func yearOnlyText(v []byte, timestamp bool) []byte {
+	if !timestamp && len(v) == 10 && v[4] == '-' && v[7] == '-' && allDigits(v[:4]) && allDigits(v[5:7]) && allDigits(v[8:]) {
+		// ISO, the default DateStyle: the common case without the general
+		// scan.
+		out := make([]byte, 10)
+		copy(out, v[:4])
+		copy(out[4:], "-01-01")
+		return out
+	}
 	s := string(v)
 	if s == "infinity" || s == "-infinity" {
 		return v
@@ -221,19 +271,33 @@ func yearOnlyText(v []byte, timestamp bool) []byte {
 	return out
 }
 
+func allDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
 
 // pseudonym replaces a value with a keyed hash of its canonical text, so
 // equal values get equal pseudonyms in every table and format (joins on
 // pseudonyms work) and nobody without the key can reverse or test one.
 func (m *Masker) pseudonym(oid uint32, format int16, v []byte) []byte {
+	return m.pseudonymWith(hmac.New(sha256.New, m.key), oid, format, v)
+}
+
+func (m *Masker) pseudonymWith(mac hash.Hash, oid uint32, format int16, v []byte) []byte {
 	canon, ok := canonical(oid, format, v)
 	if !ok {
 		return nil
 	}
-	mac := hmac.New(sha256.New, m.key)
+	mac.Reset()
 	mac.Write(canon)
-	sum := mac.Sum(nil)
+	var buf [sha256.Size]byte
+	sum := mac.Sum(buf[:0])
 	switch {
 	case textual(oid):
 		return []byte("p_" + strings.ToLower(b32.EncodeToString(sum[:10])))

@@ -96,3 +96,17 @@ func TestYearOnlyBinary(t *testing.T) {
 		t.Fatal("a short binary date was not NULLed")
 	}
 }
+
+func TestStreamMatchesMasker(t *testing.T) {
+	m := New([]byte("k"))
+	s := m.Stream()
+	for range 2 { // the second round comes from the cache
+		for _, v := range []string{"佐藤 健二", "a@example.jp", "42"} {
+			for _, oid := range []uint32{oidText, oidInt8} {
+				if a, b := m.Apply(Pseudonym, oid, 0, []byte(v)), s.Apply(Pseudonym, oid, 0, []byte(v)); string(a) != string(b) {
+					t.Fatalf("%q as %d: masker %q, stream %q", v, oid, a, b)
+				}
+			}
+		}
+	}
+}

@@ -22,6 +22,7 @@ type policyInspector struct {
 	pol        *policy.Policy
 	restricted bool // the role masks or denies some protected column here
 	cat        *sqlscope.Snapshot
+	masks      *mask.Stream // made at the first masked result
 }
 
 func (s *Server) policyInspector(p Principal) Inspector {
@@ -122,7 +123,10 @@ func (i *policyInspector) Result(rd *pgproto3.RowDescription) (RowFilter, *Refus
 		return nil, nil
 	}
 	n := len(rd.Fields)
-	m := i.srv.masker
+	if i.masks == nil {
+		i.masks = i.srv.masker.Stream()
+	}
+	m := i.masks
 	return func(values [][]byte) *Refusal {
 		if len(values) != n {
 			return protocolRefusal("a data row does not match its row description")
