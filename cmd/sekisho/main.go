@@ -28,6 +28,7 @@ usage:
   sekisho user list --config FILE
   sekisho user show NAME --config FILE
   sekisho user passwd NAME [--password-stdin] --config FILE
+  sekisho user mfa NAME [--no-qr] --config FILE    enrol a TOTP second factor (shows a QR code)
   sekisho user extend NAME --expires DATE|DURATION --config FILE
   sekisho user suspend NAME --reason TEXT --config FILE   (ends live sessions at once)
   sekisho user resume NAME --config FILE
@@ -35,6 +36,10 @@ usage:
   sekisho user enable NAME --config FILE
   sekisho lock --all --reason TEXT --config FILE   only break-glass accounts may connect; others are ended
   sekisho unlock --config FILE
+  sekisho login --url https://GATEWAY:PORT [--user NAME] [--ca FILE] [--lifetime 2h] [--password-stdin]
+                                                   password + TOTP for a short-lived access credential
+  sekisho psql [psql arguments]                    psql with the access credential in its environment
+  sekisho tunnel [--listen 127.0.0.1:15432]        a local port for GUI tools, forwarded with the credential
   sekisho policy check --config FILE               check roles and classification against the live schema
   sekisho policy explain --role ROLE [--database DB] --sql SQL --config FILE
                                                    show the decision, the columns and the rules that decided
@@ -80,6 +85,12 @@ func run(args []string) int {
 		err = cmdLock(args[1:], false)
 	case "policy":
 		err = cmdPolicy(args[1:])
+	case "login":
+		err = cmdLogin(args[1:])
+	case "psql":
+		err = cmdPsql(args[1:])
+	case "tunnel":
+		err = cmdTunnel(args[1:])
 	case "version":
 		fmt.Println("sekisho", version)
 	case "help", "-h", "--help":

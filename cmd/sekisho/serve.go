@@ -132,7 +132,30 @@ func startGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (*g
 		stopSweep: make(chan struct{}), sweepDone: make(chan struct{})}
 	go func() { gw.served <- srv.Serve(ln) }()
 	go gw.sweepAccounts(log)
+	if cfg.Login.Address != "" {
+		host, _, _ := net.SplitHostPort(cfg.Login.Address)
+		if tlsCfg == nil && !isLoopbackHost(host) {
+			_ = gw.shutdown()
+			return nil, hintError{fmt.Errorf("login.address %s: the login API needs TLS off loopback", cfg.Login.Address), "configure listen.tls or use a loopback login.address"}
+		}
+		lln, err := net.Listen("tcp", cfg.Login.Address)
+		if err != nil {
+			_ = gw.shutdown()
+			return nil, hintError{err, "choose a free address in login.address"}
+		}
+		go func() {
+			if err := srv.ServeLogin(lln); err != nil {
+				log.Error("login API stopped", "err", err)
+			}
+		}()
+		log.Info("login API listening", "address", lln.Addr().String())
+	}
 	return gw, nil
+}
+
+func isLoopbackHost(h string) bool {
+	ip := net.ParseIP(h)
+	return h == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 func (gw *gateway) shutdown() error {

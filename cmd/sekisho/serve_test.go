@@ -193,7 +193,7 @@ upstreams:
 	}
 	c2.Close(t.Context())
 	audit, _ := os.ReadFile(filepath.Join(dir, "state", "audit.jsonl"))
-	if !strings.Contains(string(audit), `"reason":"suspended: credentials found on a personal laptop; 1 live sessions ended","actor":"`) {
+	if !strings.Contains(string(audit), `"reason":"suspended: credentials found on a personal laptop; 1 live sessions ended; 0 access credentials revoked","actor":"`) {
 		t.Fatalf("the suspension is not in the audit log with its actor:\n%s", audit)
 	}
 }

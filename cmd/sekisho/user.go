@@ -23,7 +23,7 @@ import (
 
 func cmdUser(args []string) error {
 	if len(args) == 0 {
-		return usageError{"user: name a subcommand: add, list, show, passwd, extend, suspend, resume, disable or enable"}
+		return usageError{"user: name a subcommand: add, list, show, passwd, mfa, extend, suspend, resume, disable or enable"}
 	}
 	switch args[0] {
 	case "add":
@@ -34,6 +34,8 @@ func cmdUser(args []string) error {
 		return cmdUserShow(args[1:])
 	case "passwd":
 		return cmdUserPasswd(args[1:])
+	case "mfa":
+		return cmdUserMFA(args[1:])
 	case "extend":
 		return cmdUserExtend(args[1:])
 	case "suspend":
@@ -172,8 +174,12 @@ func cmdUserAdd(args []string) error {
 	if err != nil {
 		return err
 	}
+	ph, err := identity.HashPassword(pw)
+	if err != nil {
+		return err
+	}
 	who := actor()
-	u := store.User{Name: name, Kind: *kind, Sponsor: *sponsor, Role: *role, Verifier: v, Expires: exp.UTC(), Created: now.UTC(), CreatedBy: who}
+	u := store.User{Name: name, Kind: *kind, Sponsor: *sponsor, Role: *role, Verifier: v, PasswordHash: ph, Expires: exp.UTC(), Created: now.UTC(), CreatedBy: who}
 	if err := a.st.AddUser(context.Background(), u); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return hintError{err, "choose another name, or change its password with 'sekisho user passwd'"}
@@ -247,7 +253,15 @@ func cmdUserPasswd(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.st.SetVerifier(context.Background(), pos[0], v); err != nil {
+	ph, err := identity.HashPassword(pw)
+	if err != nil {
+		return err
+	}
+	if _, err := a.st.UpdateUser(context.Background(), pos[0], func(u *store.User) error {
+		u.Verifier, u.PasswordHash = v, ph
+		u.Updated, u.UpdatedBy = time.Now().UTC(), actor()
+		return nil
+	}); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return hintError{err, "'sekisho user list' shows the accounts"}
 		}
@@ -468,6 +482,13 @@ func cmdUserDisable(args []string, disable bool) error {
 	ev := audit.Event{Type: audit.AccountChange, User: u.Name, Role: u.Role, Actor: who, Reason: verb + "d"}
 	if disable {
 		ev.Reason = "disabled: " + *reason
+		// Its access credentials end with it: enabling it again does not
+		// bring them back.
+		if n, err := a.st.RevokeCredentials(context.Background(), u.Name); err != nil {
+			return err
+		} else if n > 0 {
+			ev.Reason += fmt.Sprintf("; %d access credentials revoked", n)
+		}
 	}
 	if err := a.au.Record(ev); err != nil {
 		return err

@@ -173,9 +173,13 @@ func (s *Server) suspend(w http.ResponseWriter, r *http.Request) {
 	}) {
 		return
 	}
+	revoked, err := s.gw.RevokeCredentials(r.Context(), name, who)
+	if err != nil {
+		s.log.Error("credentials not revoked", "user", name, "err", err)
+	}
 	n := s.gw.EndUserSessions(name, "account suspended")
 	_ = s.audit.Record(audit.Event{Type: audit.AccountChange, User: name, Actor: who,
-		Reason: fmt.Sprintf("suspended: %s; %d live sessions ended", req.Reason, n)})
+		Reason: fmt.Sprintf("suspended: %s; %d live sessions ended; %d access credentials revoked", req.Reason, n, revoked)})
 	reply(w, http.StatusOK, Response{User: name, SessionsEnded: n})
 }
 

@@ -43,6 +43,15 @@ const (
 	GatewayLock Type = "gateway.lock"
 	// AccountLocked: too many failed logins locked a name (an alert).
 	AccountLocked Type = "account.locked"
+	// Login: a login at the login API (password + second factor); Outcome
+	// ok or refused, Reason says why.
+	Login Type = "login"
+	// CredentialIssued: an access credential was issued after a login.
+	CredentialIssued Type = "credential.issued"
+	// CredentialsRevoked: a user's access credentials were revoked.
+	CredentialsRevoked Type = "credential.revoked"
+	// MFAEnrolled: a second factor was enrolled (or replaced).
+	MFAEnrolled Type = "mfa.enrolled"
 )
 
 // Outcomes.
@@ -74,6 +83,9 @@ type Event struct {
 	SQLState string  `json:"sqlstate,omitempty"`
 	// Actor is who made an account change.
 	Actor string `json:"actor,omitempty"`
+	// Method is how a login or connection authenticated ("password",
+	// "access_credential", "password+totp").
+	Method string `json:"method,omitempty"`
 }
 
 // Sink records events. A sink that cannot record returns an error and the

@@ -36,6 +36,7 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = appendField(b, "outcome", e.Outcome)
 	b = appendField(b, "sqlstate", e.SQLState)
 	b = appendField(b, "actor", e.Actor)
+	b = appendField(b, "method", e.Method)
 	return append(b, '}')
 }
 

@@ -105,6 +105,15 @@ type Login struct {
 	// FailuresPerAddress failed logins from one address within
 	// FailureWindow refuse further attempts from it until the window moves.
 	FailuresPerAddress int `yaml:"failures_per_address"`
+	// Address is where the login API listens (HTTPS, the listener's
+	// certificate): sekisho login exchanges password + TOTP there for an
+	// access credential. Empty: no login API.
+	Address string `yaml:"address"`
+	// CredentialLifetime is how long an access credential is valid unless
+	// the role says less.
+	CredentialLifetime Duration `yaml:"credential_lifetime"`
+	// Issuer names the gateway in authenticator apps.
+	Issuer string `yaml:"issuer"`
 }
 
 // Audit says where audit events go.
@@ -255,6 +264,12 @@ func (c *Config) applyDefaults(baseDir string) {
 	if c.Login.FailuresPerAddress == 0 {
 		c.Login.FailuresPerAddress = 20
 	}
+	if c.Login.CredentialLifetime == 0 {
+		c.Login.CredentialLifetime = Duration(8 * time.Hour)
+	}
+	if c.Login.Issuer == "" {
+		c.Login.Issuer = "sekisho"
+	}
 	if c.Audit.Path == "" {
 		c.Audit.Path = "audit.jsonl"
 	}
@@ -322,6 +337,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Login.MaxFailures < 1 || c.Login.FailuresPerAddress < 1 {
 		bad("login.max_failures and login.failures_per_address must be at least 1")
+	}
+	if c.Login.CredentialLifetime <= 0 || c.Login.CredentialLifetime.D() > 7*24*time.Hour {
+		bad("login.credential_lifetime must be positive and at most 7d: access credentials are short-lived")
+	}
+	if c.Login.Address != "" {
+		if _, _, err := net.SplitHostPort(c.Login.Address); err != nil {
+			bad("login.address %q: %v", c.Login.Address, err)
+		}
 	}
 	if len(c.Upstreams) == 0 {
 		bad("upstreams: at least one upstream is needed")

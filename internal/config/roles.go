@@ -20,6 +20,12 @@ type Role struct {
 	Databases []string `yaml:"databases"`
 	// Hours, when set, limits connections to days and times of day.
 	Hours *Hours `yaml:"hours"`
+	// MFA: the role's accounts connect only with an access credential
+	// from the login API (password + TOTP); the password alone opens
+	// nothing.
+	MFA bool `yaml:"mfa"`
+	// CredentialLifetime caps its access credentials (0: login's).
+	CredentialLifetime Duration `yaml:"credential_lifetime"`
 
 	// Statements are the statement classes allowed: read, write, ddl,
 	// admin, copy, transaction, session (or all).

@@ -152,6 +152,7 @@ func DecoyVerifier(key []byte, user string) Verifier {
 // ScramServer is one SCRAM-SHA-256 exchange, server side.
 type ScramServer struct {
 	v               Verifier
+	alts            []Verifier // further verifiers with v's salt and iterations
 	decoy           bool
 	certHash        []byte // channel binding data; nil when not on TLS
 	plus            bool   // the client chose SCRAM-SHA-256-PLUS
@@ -159,7 +160,12 @@ type ScramServer struct {
 	clientFirstBare string
 	serverFirst     string
 	nonce           string
+	matched         *Verifier
 }
+
+// Matched returns the verifier the client proved it knows the secret of
+// (after a successful ClientFinal).
+func (s *ScramServer) Matched() *Verifier { return s.matched }
 
 // NewScramServer starts an exchange against v. decoy marks an exchange for
 // an unknown user, which always fails at the last step. certHash is the
@@ -168,6 +174,20 @@ type ScramServer struct {
 // the client chose.
 func NewScramServer(v Verifier, decoy bool, certHash []byte, mechanism string) *ScramServer {
 	return &ScramServer{v: v, decoy: decoy, certHash: certHash, plus: mechanism == ScramPlusMechanism}
+}
+
+// NewScramServerAny starts an exchange that accepts any of vs, which must
+// share salt and iterations (a user's access credentials). With no
+// verifiers it runs to the end and fails, like a decoy.
+func NewScramServerAny(salt []byte, vs []Verifier, certHash []byte, mechanism string) *ScramServer {
+	s := &ScramServer{certHash: certHash, plus: mechanism == ScramPlusMechanism}
+	if len(vs) == 0 {
+		s.v = Verifier{Iterations: credentialIterations, Salt: salt, StoredKey: make([]byte, sha256.Size), ServerKey: make([]byte, sha256.Size)}
+		s.decoy = true
+		return s
+	}
+	s.v, s.alts = vs[0], vs[1:]
+	return s
 }
 
 // ClientFirst takes the client-first-message (the SASLInitialResponse data)
@@ -255,17 +275,24 @@ func (s *ScramServer) ClientFinal(msg []byte) ([]byte, error) {
 		return nil, ErrAuthFailed
 	}
 	authMessage := []byte(s.clientFirstBare + "," + s.serverFirst + "," + withoutProof)
-	clientSig := hmacSum(s.v.StoredKey, authMessage)
-	clientKey := make([]byte, sha256.Size)
-	for j := range clientKey {
-		clientKey[j] = proof[j] ^ clientSig[j]
+	var match *Verifier
+	for _, v := range append([]Verifier{s.v}, s.alts...) {
+		// Every candidate is checked, so the time does not say which.
+		clientSig := hmacSum(v.StoredKey, authMessage)
+		clientKey := make([]byte, sha256.Size)
+		for j := range clientKey {
+			clientKey[j] = proof[j] ^ clientSig[j]
+		}
+		stored := sha256.Sum256(clientKey)
+		if subtle.ConstantTimeCompare(stored[:], v.StoredKey) == 1 && match == nil {
+			match = &v
+		}
 	}
-	stored := sha256.Sum256(clientKey)
-	ok := subtle.ConstantTimeCompare(stored[:], s.v.StoredKey) == 1
-	if !ok || s.decoy {
+	if match == nil || s.decoy {
 		return nil, ErrAuthFailed
 	}
-	return []byte("v=" + base64.StdEncoding.EncodeToString(hmacSum(s.v.ServerKey, authMessage))), nil
+	s.matched = match
+	return []byte("v=" + base64.StdEncoding.EncodeToString(hmacSum(match.ServerKey, authMessage))), nil
 }
 
 func hmacSum(key, msg []byte) []byte {

@@ -54,6 +54,8 @@ type Server struct {
 	inspect  func(Principal) Inspector
 	now      func() time.Time
 	decoyKey []byte
+	// credentialKey derives the SCRAM salt of users' access credentials.
+	credentialKey []byte
 
 	catalogs  catalogs
 	decisions decisionCache
@@ -104,9 +106,17 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	ckey, err := o.Store.Secret(ctx, "credential-salt-key", func() ([]byte, error) {
+		b := make([]byte, 32)
+		_, err := rand.Read(b)
+		return b, err
+	})
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		store: o.Store, audit: o.Audit, log: o.Log, inspect: o.Inspect, now: o.Now,
-		decoyKey: key, sessions: make(map[uint32]*Session), failures: newAddressLimiter(),
+		decoyKey: key, credentialKey: ckey, sessions: make(map[uint32]*Session), failures: newAddressLimiter(),
 		masker: mask.New(pkey),
 	}
 	if s.inspect == nil {

@@ -252,6 +252,23 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 	if !known || perr != nil {
 		v = identity.DecoyVerifier(h.s.decoyKey, user)
 	}
+	// A role with MFA takes only access credentials from the login API
+	// (password + TOTP there); its accounts' passwords open nothing here.
+	var creds []identity.Verifier
+	mfa := false
+	if r, ok := h.cfg.Role(u.Role); known && ok && r.MFA {
+		mfa = true
+		stored, err := h.s.store.Credentials(ctx, user, h.s.now())
+		if err != nil {
+			h.s.log.Error("state store lookup failed", "err", err)
+			return Principal{}, nil, storeRefusal(h.cfg)
+		}
+		keys := make([][2][]byte, len(stored))
+		for i, c := range stored {
+			keys[i] = [2][]byte{c.StoredKey, c.ServerKey}
+		}
+		creds = identity.CredentialVerifiers(identity.CredentialSalt(h.s.credentialKey, user), keys)
+	}
 	mechanisms := []string{identity.ScramMechanism}
 	var certHash []byte
 	// The binding data of the certificate this very handshake presented,
@@ -292,6 +309,11 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 			Hint:    "Use a client that supports SCRAM-SHA-256 (libpq 10 or later)."}
 	}
 	scram := identity.NewScramServer(v, !known || perr != nil, certHash, first.AuthMechanism)
+	h.ev.Method = "password"
+	if mfa {
+		scram = identity.NewScramServerAny(identity.CredentialSalt(h.s.credentialKey, user), creds, certHash, first.AuthMechanism)
+		h.ev.Method = "access_credential"
+	}
 	serverFirst, err := scram.ClientFirst(first.Data)
 	if err != nil {
 		return Principal{}, nil, h.loginFailed(ctx, user)
@@ -516,7 +538,8 @@ func badPassword(user string, cfg *config.Config) *Refusal {
 	// The same message whether or not the account exists.
 	return &Refusal{Code: codeInvalidPassword, Reason: "bad_password",
 		Message: fmt.Sprintf("password authentication failed for user %q", user),
-		Hint:    "Check the user name and password; if you have lost access, ask " + cfg.Contact + "."}
+		Hint: "Check the user name and password. Roles with MFA connect with an access credential: run 'sekisho login', then 'sekisho psql' or 'sekisho tunnel'. " +
+			"If you have lost access, ask " + cfg.Contact + "."}
 }
 
 func storeRefusal(cfg *config.Config) *Refusal {

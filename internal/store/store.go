@@ -52,6 +52,27 @@ type User struct {
 	// ExpiryWarned is the expiry the sponsor was last warned about, so one
 	// expiry is warned about once.
 	ExpiryWarned time.Time
+	// PasswordHash is the argon2id hash checked by the login API (the
+	// SCRAM Verifier serves direct password logins of roles without MFA).
+	PasswordHash string
+	// TOTPSecret is the enrolled second factor (base32; "" when none).
+	TOTPSecret string
+	// TOTPLastStep is the last TOTP time step accepted: codes of that step
+	// or earlier are refused, so a code works once.
+	TOTPLastStep int64
+}
+
+// Credential is a short-lived access credential issued at login. The
+// gateway keeps only its SCRAM keys, never the secret.
+type Credential struct {
+	ID        string
+	User      string
+	StoredKey []byte
+	ServerKey []byte
+	Issued    time.Time
+	Expires   time.Time
+	// Source is the address the login came from.
+	Source string
 }
 
 // Expired reports whether the account is past its expiry at now.
@@ -82,6 +103,17 @@ type Store interface {
 	Lock(ctx context.Context, name string, until time.Time) error
 	// LockedUntil returns when a name's lock ends (zero: not locked).
 	LockedUntil(ctx context.Context, name string) (time.Time, error)
+	// AddCredential stores an issued access credential.
+	AddCredential(ctx context.Context, c Credential) error
+	// Credentials returns a user's credentials that are valid at now.
+	Credentials(ctx context.Context, user string, now time.Time) ([]Credential, error)
+	// RevokeCredentials deletes every credential of a user and returns
+	// how many there were.
+	RevokeCredentials(ctx context.Context, user string) (int, error)
+	// UseTOTPStep records that a user's TOTP code of step was used; it
+	// reports false (and records nothing) when that step or a later one was
+	// used before — a replayed code.
+	UseTOTPStep(ctx context.Context, user string, step int64) (bool, error)
 	// Secret returns the named gateway secret, creating it with gen on
 	// first use (for example the key that makes refusals for unknown users
 	// look like refusals for known ones).
@@ -105,7 +137,10 @@ CREATE TABLE IF NOT EXISTS users (
 	updated         BIGINT NOT NULL DEFAULT 0,
 	updated_by      TEXT NOT NULL DEFAULT '',
 	last_login      BIGINT NOT NULL DEFAULT 0,
-	expiry_warned   BIGINT NOT NULL DEFAULT 0
+	expiry_warned   BIGINT NOT NULL DEFAULT 0,
+	password_hash   TEXT NOT NULL DEFAULT '',
+	totp_secret     TEXT NOT NULL DEFAULT '',
+	totp_last_step  BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS login_failures (
 	name TEXT NOT NULL,
@@ -124,6 +159,16 @@ CREATE TABLE IF NOT EXISTS gateway_lock (
 	actor  TEXT NOT NULL,
 	at     BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS credentials (
+	id         TEXT PRIMARY KEY,
+	name       TEXT NOT NULL,
+	stored_key BLOB NOT NULL,
+	server_key BLOB NOT NULL,
+	issued     BIGINT NOT NULL,
+	expires    BIGINT NOT NULL,
+	source     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS credentials_name ON credentials (name, expires);
 CREATE TABLE IF NOT EXISTS secrets (
 	name  TEXT PRIMARY KEY,
 	value BLOB NOT NULL
@@ -164,7 +209,7 @@ func (s *SQLite) AddUser(ctx context.Context, u User) error {
 		u.Kind = KindEmployee
 	}
 	_, err := s.db.ExecContext(ctx,
-		`INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, userArgs(u)...)
+		`INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, userArgs(u)...)
 	if err != nil {
 		if _, gerr := s.User(ctx, u.Name); gerr == nil {
 			return fmt.Errorf("user %q: %w", u.Name, ErrExists)
@@ -234,7 +279,8 @@ func (s *SQLite) UpdateUser(ctx context.Context, name string, change func(*User)
 	u.Name = name // the key never changes
 	args := append(userArgs(u)[1:], name)
 	if _, err := tx.ExecContext(ctx, `UPDATE users SET kind = ?, sponsor = ?, role = ?, verifier = ?, expires = ?, created = ?,
-		created_by = ?, disabled = ?, disabled_reason = ?, updated = ?, updated_by = ?, last_login = ?, expiry_warned = ? WHERE name = ?`, args...); err != nil {
+		created_by = ?, disabled = ?, disabled_reason = ?, updated = ?, updated_by = ?, last_login = ?, expiry_warned = ?,
+		password_hash = ?, totp_secret = ?, totp_last_step = ? WHERE name = ?`, args...); err != nil {
 		return User{}, fmt.Errorf("update user: %w", err)
 	}
 	return u, tx.Commit()
@@ -368,14 +414,68 @@ func (s *SQLite) Secret(ctx context.Context, name string, gen func() ([]byte, er
 	return v, nil
 }
 
+// AddCredential implements Store.
+func (s *SQLite) AddCredential(ctx context.Context, c Credential) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO credentials (id, name, stored_key, server_key, issued, expires, source) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.User, c.StoredKey, c.ServerKey, c.Issued.UnixMicro(), c.Expires.UnixMicro(), c.Source)
+	if err != nil {
+		return fmt.Errorf("add credential: %w", err)
+	}
+	// Expired credentials are useless; drop them as new ones come.
+	_, _ = s.db.ExecContext(ctx, `DELETE FROM credentials WHERE expires < ?`, c.Issued.UnixMicro())
+	return nil
+}
+
+// Credentials implements Store.
+func (s *SQLite) Credentials(ctx context.Context, user string, now time.Time) ([]Credential, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, stored_key, server_key, issued, expires, source FROM credentials
+		WHERE name = ? AND expires > ? ORDER BY issued DESC LIMIT 50`, user, now.UnixMicro())
+	if err != nil {
+		return nil, fmt.Errorf("credentials: %w", err)
+	}
+	defer rows.Close()
+	var out []Credential
+	for rows.Next() {
+		var c Credential
+		var issued, expires int64
+		if err := rows.Scan(&c.ID, &c.User, &c.StoredKey, &c.ServerKey, &issued, &expires, &c.Source); err != nil {
+			return nil, err
+		}
+		c.Issued, c.Expires = time.UnixMicro(issued).UTC(), time.UnixMicro(expires).UTC()
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// RevokeCredentials implements Store.
+func (s *SQLite) RevokeCredentials(ctx context.Context, user string) (int, error) {
+	r, err := s.db.ExecContext(ctx, `DELETE FROM credentials WHERE name = ?`, user)
+	if err != nil {
+		return 0, fmt.Errorf("revoke credentials: %w", err)
+	}
+	n, _ := r.RowsAffected()
+	return int(n), nil
+}
+
+// UseTOTPStep implements Store.
+func (s *SQLite) UseTOTPStep(ctx context.Context, user string, step int64) (bool, error) {
+	r, err := s.db.ExecContext(ctx, `UPDATE users SET totp_last_step = ? WHERE name = ? AND totp_last_step < ?`, step, user, step)
+	if err != nil {
+		return false, fmt.Errorf("totp step: %w", err)
+	}
+	n, _ := r.RowsAffected()
+	return n == 1, nil
+}
+
 // Close implements Store.
 func (s *SQLite) Close() error { return s.db.Close() }
 
-const userColumns = `name, kind, sponsor, role, verifier, expires, created, created_by, disabled, disabled_reason, updated, updated_by, last_login, expiry_warned`
+const userColumns = `name, kind, sponsor, role, verifier, expires, created, created_by, disabled, disabled_reason, updated, updated_by, last_login, expiry_warned, password_hash, totp_secret, totp_last_step`
 
 func userArgs(u User) []any {
 	return []any{u.Name, u.Kind, u.Sponsor, u.Role, u.Verifier, u.Expires.UnixMicro(), u.Created.UnixMicro(), u.CreatedBy,
-		u.Disabled, u.DisabledReason, micros(u.Updated), u.UpdatedBy, micros(u.LastLogin), micros(u.ExpiryWarned)}
+		u.Disabled, u.DisabledReason, micros(u.Updated), u.UpdatedBy, micros(u.LastLogin), micros(u.ExpiryWarned),
+		u.PasswordHash, u.TOTPSecret, u.TOTPLastStep}
 }
 
 // micros stores the zero time as 0 ("never").
@@ -399,7 +499,8 @@ func scanUser(r scanner) (User, error) {
 	var u User
 	var expires, created, updated, lastLogin, warned int64
 	if err := r.Scan(&u.Name, &u.Kind, &u.Sponsor, &u.Role, &u.Verifier, &expires, &created, &u.CreatedBy,
-		&u.Disabled, &u.DisabledReason, &updated, &u.UpdatedBy, &lastLogin, &warned); err != nil {
+		&u.Disabled, &u.DisabledReason, &updated, &u.UpdatedBy, &lastLogin, &warned,
+		&u.PasswordHash, &u.TOTPSecret, &u.TOTPLastStep); err != nil {
 		return User{}, err
 	}
 	u.Expires = time.UnixMicro(expires).UTC()

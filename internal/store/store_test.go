@@ -126,3 +126,40 @@ func TestLoginFailuresAndLocks(t *testing.T) {
 		t.Fatalf("locked until %v", u)
 	}
 }
+
+func TestCredentialsAndTOTPSteps(t *testing.T) {
+	ctx := t.Context()
+	s, err := OpenSQLite(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := s.AddUser(ctx, User{Name: "bob", Role: "analyst", Verifier: "v", Expires: now.Add(time.Hour), Created: now, CreatedBy: "root"}); err != nil {
+		t.Fatal(err)
+	}
+	for i, exp := range []time.Duration{time.Hour, -time.Minute, 2 * time.Hour} {
+		c := Credential{ID: string(rune('a' + i)), User: "bob", StoredKey: []byte{1}, ServerKey: []byte{2}, Issued: now, Expires: now.Add(exp), Source: "127.0.0.1"}
+		if err := s.AddCredential(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs, err := s.Credentials(ctx, "bob", now)
+	if err != nil || len(cs) != 2 {
+		t.Fatalf("valid credentials: %d %v, want 2", len(cs), err)
+	}
+	if n, err := s.RevokeCredentials(ctx, "bob"); err != nil || n < 2 {
+		t.Fatalf("revoke: %d %v", n, err)
+	}
+	if cs, _ := s.Credentials(ctx, "bob", now); len(cs) != 0 {
+		t.Fatalf("%d credentials after revocation", len(cs))
+	}
+	for _, tc := range []struct {
+		step int64
+		ok   bool
+	}{{100, true}, {100, false}, {99, false}, {101, true}} {
+		if ok, err := s.UseTOTPStep(ctx, "bob", tc.step); err != nil || ok != tc.ok {
+			t.Fatalf("step %d: %v %v, want %v", tc.step, ok, err, tc.ok)
+		}
+	}
+}

@@ -1,0 +1,412 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"golang.org/x/term"
+
+	"github.com/sekisho/sekisho/internal/proxy"
+	"github.com/sekisho/sekisho/internal/wire"
+)
+
+// The client side of MFA: sekisho login exchanges password and TOTP code
+// for a short-lived access credential; sekisho psql and sekisho tunnel use
+// it. The credential is kept in a file only the user can read, in the
+// per-session runtime directory when there is one (a tmpfs that logout
+// clears), and is useless after it expires (8 hours by default).
+
+// savedCredential is what sekisho login keeps.
+type savedCredential struct {
+	Host       string    `json:"host"`
+	Port       int       `json:"port"`
+	User       string    `json:"user"`
+	Credential string    `json:"credential"`
+	Expires    time.Time `json:"expires"`
+	CAFile     string    `json:"ca_file,omitempty"`
+}
+
+func defaultCredentialFile() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "sekisho", "credential.json")
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "sekisho", "credential.json")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("sekisho-%d", os.Getuid()), "credential.json")
+}
+
+func cmdLogin(args []string) error {
+	fs := flag.NewFlagSet("login", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	server := fs.String("url", "", "the gateway's login API, https://HOST:PORT")
+	user := fs.String("user", os.Getenv("USER"), "account name")
+	caFile := fs.String("ca", "", "CA certificate that signed the gateway's certificate (default: system roots)")
+	lifetime := fs.String("lifetime", "", "ask for a shorter credential (for example 2h)")
+	stdin := fs.Bool("password-stdin", false, "read the password and then the TOTP code from standard input, one per line")
+	credFile := fs.String("credential-file", defaultCredentialFile(), "where to keep the credential")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *server == "" {
+		return usageError{"login: --url https://HOST:PORT of the gateway's login API is required"}
+	}
+	u, err := url.Parse(*server)
+	if err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
+		return usageError{fmt.Sprintf("login: %q is not an https:// URL", *server)}
+	}
+	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+		return hintError{errors.New("login: refusing to send a password over plain HTTP"), "use https://"}
+	}
+	var password, code string
+	if *stdin {
+		sc := bufio.NewScanner(os.Stdin)
+		for _, dst := range []*string{&password, &code} {
+			if !sc.Scan() {
+				return hintError{errors.New("login: standard input ended early"), "give the password, then the TOTP code, one per line"}
+			}
+			*dst = strings.TrimRight(sc.Text(), "\r")
+		}
+	} else {
+		if password, err = prompt("password for "+*user+": ", false); err != nil {
+			return err
+		}
+		if code, err = prompt("code from your authenticator app: ", true); err != nil {
+			return err
+		}
+	}
+	client, err := httpClient(*caFile)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(proxy.LoginRequest{User: *user, Password: password, TOTP: code, Lifetime: *lifetime})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(u.String(), "/")+"/v1/login", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return hintError{fmt.Errorf("login: %w", err), "check --url (the gateway's login.address) and --ca (the CA that 'sekisho serve' printed)"}
+	}
+	defer resp.Body.Close()
+	var lr proxy.LoginResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&lr); err != nil {
+		return fmt.Errorf("login: unexpected answer (HTTP %d)", resp.StatusCode)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return hintError{errors.New("login: " + lr.Error), lr.Hint}
+	}
+	abs := ""
+	if *caFile != "" {
+		abs, _ = filepath.Abs(*caFile)
+	}
+	saved := savedCredential{Host: u.Hostname(), Port: lr.Port, User: lr.User, Credential: lr.Credential, Expires: lr.Expires, CAFile: abs}
+	if err := writeCredential(*credFile, saved); err != nil {
+		return err
+	}
+	fmt.Printf("logged in as %s (role %s) until %s\nuse 'sekisho psql' or 'sekisho tunnel' to connect\n", lr.User, lr.Role, lr.Expires.Local().Format("2006-01-02 15:04 MST"))
+	return nil
+}
+
+func prompt(label string, echo bool) (string, error) {
+	fmt.Fprint(os.Stderr, label)
+	if !echo && term.IsTerminal(int(os.Stdin.Fd())) {
+		b, err := term.ReadPassword(int(os.Stdin.Fd()))
+		fmt.Fprintln(os.Stderr)
+		return string(b), err
+	}
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return "", err
+	}
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
+func httpClient(caFile string) (*http.Client, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, hintError{err, "--ca names the gateway's CA certificate file"}
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no certificates", caFile)
+		}
+		tc.RootCAs = pool
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 30 * time.Second}, nil
+}
+
+func writeCredential(path string, c savedCredential) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(c, "", "  ")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// readCredential loads the saved credential, refusing one that expired.
+func readCredential(path string) (savedCredential, error) {
+	var c savedCredential
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, hintError{errors.New("no access credential: log in first"), "run 'sekisho login --url https://GATEWAY:PORT'"}
+	}
+	if err := json.Unmarshal(b, &c); err != nil || c.Credential == "" {
+		return c, hintError{fmt.Errorf("%s is not a sekisho credential", path), "run 'sekisho login' again"}
+	}
+	if !time.Now().Before(c.Expires) {
+		return c, hintError{fmt.Errorf("your access credential expired at %s", c.Expires.Local().Format("15:04 MST")), "run 'sekisho login' again"}
+	}
+	return c, nil
+}
+
+// credentialEnv is the libpq environment for connecting with c.
+func credentialEnv(c savedCredential) []string {
+	env := []string{"PGHOST=" + c.Host, "PGPORT=" + strconv.Itoa(c.Port), "PGUSER=" + c.User,
+		"PGPASSWORD=" + c.Credential, "PGSSLMODE=verify-full"}
+	if c.CAFile != "" {
+		env = append(env, "PGSSLROOTCERT="+c.CAFile)
+	}
+	return env
+}
+
+// cmdPsql runs psql with the credential in its environment only.
+func cmdPsql(args []string) error {
+	credFile := defaultCredentialFile()
+	if len(args) >= 2 && args[0] == "--credential-file" {
+		credFile, args = args[1], args[2:]
+	}
+	c, err := readCredential(credFile)
+	if err != nil {
+		return err
+	}
+	bin, err := exec.LookPath("psql")
+	if err != nil {
+		return hintError{errors.New("psql is not installed"), "install the PostgreSQL client (apt-get install postgresql-client)"}
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(filteredEnv(), credentialEnv(c)...)
+	signal.Ignore(syscall.SIGINT) // psql handles Ctrl-C (it cancels the query)
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.ExitCode())
+		}
+		return err
+	}
+	return nil
+}
+
+// filteredEnv is the environment without libpq connection settings that
+// would override the credential's.
+func filteredEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSSLMODE", "PGSSLROOTCERT", "PGSERVICE", "PGSERVICEFILE":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// cmdTunnel listens on a local port for GUI tools: each local connection
+// is authenticated to the gateway with the credential and then relayed.
+// Only this user's processes should reach the port, so it listens on
+// loopback only.
+func cmdTunnel(args []string) error {
+	fs := flag.NewFlagSet("tunnel", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	listen := fs.String("listen", "127.0.0.1:15432", "local address (loopback only)")
+	credFile := fs.String("credential-file", defaultCredentialFile(), "the credential 'sekisho login' saved")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	host, _, err := net.SplitHostPort(*listen)
+	if err != nil || !isLoopbackHost(host) {
+		return usageError{"tunnel: --listen must be a loopback address: anyone who reaches the port uses your credential"}
+	}
+	c, err := readCredential(*credFile)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return hintError{err, "choose a free port with --listen"}
+	}
+	defer ln.Close()
+	fmt.Printf("tunnel to %s:%d as %s on %s until %s\nconnect your tool to host %s port %s (no password, sslmode disable)\n",
+		c.Host, c.Port, c.User, ln.Addr(), c.Expires.Local().Format("15:04 MST"), host, strings.TrimPrefix(ln.Addr().String(), host+":"))
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	go func() { <-stop; ln.Close() }()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return nil
+		}
+		go tunnelConn(conn, c)
+	}
+}
+
+// tunnelConn serves one local client: startup, then an authenticated
+// connection to the gateway, then bytes both ways.
+func tunnelConn(local net.Conn, c savedCredential) {
+	defer local.Close()
+	_ = local.SetDeadline(time.Now().Add(30 * time.Second))
+	var sm *pgproto3.StartupMessage
+	for sm == nil {
+		msg, err := wire.ReadStartup(local)
+		if err != nil {
+			return
+		}
+		switch m := msg.(type) {
+		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+			if _, err := local.Write([]byte{'N'}); err != nil { // loopback: no TLS needed
+				return
+			}
+		case *pgproto3.CancelRequest:
+			tunnelCancel(m, c)
+			return
+		case *pgproto3.StartupMessage:
+			sm = m
+		default:
+			return
+		}
+	}
+	fail := func(code, msg, hint string) {
+		b, _ := (&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg, Hint: hint}).Encode(nil)
+		_, _ = local.Write(b)
+	}
+	if time.Now().After(c.Expires) {
+		fail("28000", "the sekisho access credential expired", "Run 'sekisho login' again and restart the tunnel.")
+		return
+	}
+	cfg, err := pgconn.ParseConfig("")
+	if err != nil {
+		return
+	}
+	cfg.Host, cfg.Port, cfg.User, cfg.Password = c.Host, uint16(c.Port), c.User, c.Credential
+	cfg.Database = sm.Parameters["database"]
+	if cfg.Database == "" {
+		cfg.Database = c.User
+	}
+	cfg.Fallbacks = nil
+	cfg.ConnectTimeout = 15 * time.Second
+	cfg.RuntimeParams = map[string]string{}
+	for k, v := range sm.Parameters {
+		if k != "user" && k != "database" {
+			cfg.RuntimeParams[k] = v
+		}
+	}
+	tc := &tls.Config{ServerName: c.Host, MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err == nil {
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM(pem)
+			tc.RootCAs = pool
+		}
+	}
+	cfg.TLSConfig = tc
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			fail(pe.Code, pe.Message, pe.Hint)
+		} else {
+			fail("08001", "the tunnel could not reach the sekisho gateway", "Check that the gateway is up; run 'sekisho login' again if the credential was revoked.")
+		}
+		return
+	}
+	if err := pc.SyncConn(ctx); err != nil {
+		pc.Close(ctx)
+		return
+	}
+	hc, err := pc.Hijack()
+	if err != nil {
+		return
+	}
+	up := hc.Conn
+	defer up.Close()
+	var hello []byte
+	hello, _ = (&pgproto3.AuthenticationOk{}).Encode(hello)
+	for k, v := range hc.ParameterStatuses {
+		hello, _ = (&pgproto3.ParameterStatus{Name: k, Value: v}).Encode(hello)
+	}
+	hello, _ = (&pgproto3.BackendKeyData{ProcessID: hc.PID, SecretKey: hc.SecretKey}).Encode(hello)
+	hello, _ = (&pgproto3.ReadyForQuery{TxStatus: hc.TxStatus}).Encode(hello)
+	if _, err := local.Write(hello); err != nil {
+		return
+	}
+	_ = local.SetDeadline(time.Time{})
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(up, local); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(local, up); done <- struct{}{} }()
+	<-done
+}
+
+// tunnelCancel passes a CancelRequest on to the gateway (over TLS).
+func tunnelCancel(m *pgproto3.CancelRequest, c savedCredential) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	raw, err := d.Dial("tcp", net.JoinHostPort(c.Host, strconv.Itoa(c.Port)))
+	if err != nil {
+		return
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
+	var conn net.Conn = raw
+	if _, err := raw.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err == nil {
+		var b [1]byte
+		if _, err := io.ReadFull(raw, b[:]); err == nil && b[0] == 'S' {
+			tc := &tls.Config{ServerName: c.Host, MinVersion: tls.VersionTLS12}
+			if c.CAFile != "" {
+				if pem, err := os.ReadFile(c.CAFile); err == nil {
+					pool := x509.NewCertPool()
+					pool.AppendCertsFromPEM(pem)
+					tc.RootCAs = pool
+				}
+			}
+			t := tls.Client(raw, tc)
+			if t.Handshake() != nil {
+				return
+			}
+			conn = t
+		}
+	}
+	b, _ := m.Encode(nil)
+	_, _ = conn.Write(b)
+	_, _ = io.Copy(io.Discard, conn)
+}

@@ -1,0 +1,244 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sekisho/sekisho/internal/audit"
+	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/identity"
+	"github.com/sekisho/sekisho/internal/store"
+)
+
+// The login API: HTTPS, one endpoint. A user proves password and TOTP code
+// and gets a short-lived access credential, which clients then use as the
+// password of their PostgreSQL connections (sekisho psql, sekisho tunnel).
+// The gateway keeps only the credential's SCRAM keys.
+
+// LoginRequest is the body of POST /v1/login.
+type LoginRequest struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
+	TOTP     string `json:"totp"`
+	// Lifetime asks for a shorter credential than the default ("2h").
+	Lifetime string `json:"lifetime,omitempty"`
+}
+
+// LoginResponse is the answer: a credential, or an error with a hint.
+type LoginResponse struct {
+	User       string    `json:"user,omitempty"`
+	Role       string    `json:"role,omitempty"`
+	Credential string    `json:"credential,omitempty"`
+	Expires    time.Time `json:"expires,omitzero"`
+	// Port is the gateway's PostgreSQL port, for clients that log in and
+	// then connect.
+	Port  int    `json:"port,omitempty"`
+	Error string `json:"error,omitempty"`
+	Hint  string `json:"hint,omitempty"`
+}
+
+// ServeLogin serves the login API on ln (HTTPS with the listener's
+// certificate; plain HTTP only when the gateway has no TLS, which the
+// config allows on loopback only). It returns when ln is closed.
+func (s *Server) ServeLogin(ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/login", s.handleLogin)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10, ErrorLog: nil}
+	if t := s.tls.Load(); t != nil {
+		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return s.tls.Load().cfg, nil // a renewed certificate applies to new logins at once
+		}}
+		ln = tls.NewListener(ln, hs.TLSConfig)
+	}
+	s.mu.Lock()
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+	err := hs.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func writeLogin(w http.ResponseWriter, status int, r LoginResponse) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(r)
+}
+
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	cfg := s.cfg.Load()
+	source := r.RemoteAddr
+	ev := audit.Event{Type: audit.Login, Source: source, Method: "password+totp", Outcome: audit.OutcomeRefused}
+	var req LoginRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || req.User == "" {
+		ev.Reason = "malformed_request"
+		_ = s.record(ev)
+		writeLogin(w, http.StatusBadRequest, LoginResponse{Error: "the login request is not valid JSON with user, password and totp",
+			Hint: "Use 'sekisho login'."})
+		return
+	}
+	ev.User = req.User
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	defer cancel()
+	h := &handshake{s: s, cfg: cfg, source: source, ev: ev}
+	fail := func(status int, reason string, ref *Refusal) {
+		ev.Reason = reason
+		_ = s.record(ev)
+		writeLogin(w, status, LoginResponse{Error: ref.Message, Hint: ref.Hint})
+	}
+	if ref := h.checkGuessing(ctx, req.User); ref != nil {
+		fail(http.StatusTooManyRequests, ref.Reason, ref)
+		return
+	}
+	u, err := s.store.User(ctx, req.User)
+	known := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Error("state store lookup failed", "err", err)
+		fail(http.StatusServiceUnavailable, "store_unavailable", storeRefusal(cfg))
+		return
+	}
+	// The password is checked (argon2id, against a decoy for unknown
+	// names) and the code too, whatever else is wrong, so neither the
+	// answer nor its time says which part failed or whether the account
+	// exists.
+	pwOK := identity.CheckPassword(u.PasswordHash, req.Password) && known
+	step, codeOK := int64(0), false
+	if u.TOTPSecret != "" {
+		step, codeOK = identity.CheckTOTP(u.TOTPSecret, req.TOTP, s.now())
+	} else {
+		_, _ = identity.CheckTOTP("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", req.TOTP, s.now())
+	}
+	if !pwOK || !codeOK {
+		reason := "bad_password"
+		switch {
+		case pwOK && u.TOTPSecret == "":
+			reason = "no_second_factor"
+		case pwOK:
+			reason = "bad_totp"
+		}
+		ref := h.loginFailed(ctx, req.User)
+		ref.Message = fmt.Sprintf("login failed for user %q", req.User)
+		ref.Hint = "Check the user name, password and the current code of your authenticator app; if you have no second factor yet, ask " + cfg.Contact + " to enrol one."
+		fail(http.StatusUnauthorized, reason, ref)
+		return
+	}
+	if fresh, err := s.store.UseTOTPStep(ctx, u.Name, step); err != nil || !fresh {
+		ref := h.loginFailed(ctx, req.User)
+		ref.Message = fmt.Sprintf("login failed for user %q", req.User)
+		ref.Hint = "A code works once: wait for the next code of your authenticator app and try again."
+		fail(http.StatusUnauthorized, "totp_reused", ref)
+		return
+	}
+	if err := s.store.ClearLoginFailures(ctx, u.Name); err != nil {
+		s.log.Warn("login failures not cleared", "user", u.Name, "err", err)
+	}
+	ev.Role = u.Role
+	now := s.now()
+	role, ok := cfg.Role(u.Role)
+	switch {
+	case u.Disabled:
+		fail(http.StatusForbidden, "account_disabled", &Refusal{Message: fmt.Sprintf("account %q is disabled", u.Name), Hint: "Ask " + cfg.Contact + " to enable it."})
+		return
+	case u.Expired(now):
+		fail(http.StatusForbidden, "account_expired", &Refusal{Message: fmt.Sprintf("account %q expired on %s", u.Name, u.Expires.UTC().Format("2006-01-02 15:04 MST")),
+			Hint: "Ask " + cfg.Contact + " to extend it (sekisho user extend)."})
+		return
+	case !ok:
+		fail(http.StatusForbidden, "role_not_configured", &Refusal{Message: fmt.Sprintf("account %q has role %q, which this gateway does not define", u.Name, u.Role),
+			Hint: "Ask " + cfg.Contact + "."})
+		return
+	}
+	if ref := admitByRole(cfg, role, u.Role, source, "*", now); ref != nil && ref.Reason != "database_refused" {
+		fail(http.StatusForbidden, ref.Reason, ref)
+		return
+	}
+	if lock, err := s.store.GatewayLock(ctx); err != nil || lock.Locked && !containsName(cfg.BreakGlass, u.Name) {
+		fail(http.StatusForbidden, "gateway_locked", &Refusal{Message: "sekisho is locked by an administrator",
+			Hint: "Only emergency (break-glass) accounts may log in now; ask " + cfg.Contact + " when access returns."})
+		return
+	}
+	lifetime := cfg.Login.CredentialLifetime.D()
+	if role.CredentialLifetime > 0 && role.CredentialLifetime.D() < lifetime {
+		lifetime = role.CredentialLifetime.D()
+	}
+	if req.Lifetime != "" {
+		d, err := time.ParseDuration(req.Lifetime)
+		if err != nil || d <= 0 {
+			fail(http.StatusBadRequest, "bad_lifetime", &Refusal{Message: fmt.Sprintf("lifetime %q is not a duration", req.Lifetime), Hint: "Ask for a duration such as 2h."})
+			return
+		}
+		lifetime = min(lifetime, d)
+	}
+	if until := u.Expires.Sub(now); until < lifetime {
+		lifetime = until // a credential never outlives its account
+	}
+	secret, v, err := identity.NewAccessCredential(identity.CredentialSalt(s.credentialKey, u.Name))
+	if err != nil {
+		fail(http.StatusInternalServerError, "internal_error", &Refusal{Message: "sekisho could not issue a credential", Hint: "Try again."})
+		return
+	}
+	id := make([]byte, 8)
+	_, _ = rand.Read(id)
+	c := store.Credential{ID: hex.EncodeToString(id), User: u.Name, StoredKey: v.StoredKey, ServerKey: v.ServerKey,
+		Issued: now, Expires: now.Add(lifetime), Source: addressKey(source)}
+	if err := s.store.AddCredential(ctx, c); err != nil {
+		s.log.Error("credential not stored", "err", err)
+		fail(http.StatusServiceUnavailable, "store_unavailable", storeRefusal(cfg))
+		return
+	}
+	ev.Outcome, ev.Reason = audit.OutcomeOK, ""
+	if err := s.record(ev); err != nil {
+		_, _ = s.store.RevokeCredentials(ctx, u.Name)
+		fail(http.StatusServiceUnavailable, "audit_unavailable", auditRefusal(cfg))
+		return
+	}
+	_ = s.record(audit.Event{Type: audit.CredentialIssued, User: u.Name, Role: u.Role, Source: source,
+		Reason: fmt.Sprintf("credential %s valid until %s", c.ID, c.Expires.UTC().Format(time.RFC3339))})
+	writeLogin(w, http.StatusOK, LoginResponse{User: u.Name, Role: u.Role, Credential: secret, Expires: c.Expires, Port: listenPort(cfg)})
+}
+
+func containsName(list []string, name string) bool {
+	for _, n := range list {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+func listenPort(cfg *config.Config) int {
+	_, p, err := net.SplitHostPort(cfg.Listen.Address)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// RevokeCredentials ends a user's access credentials (suspension does it).
+func (s *Server) RevokeCredentials(ctx context.Context, user, actor string) (int, error) {
+	n, err := s.store.RevokeCredentials(ctx, user)
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		_ = s.record(audit.Event{Type: audit.CredentialsRevoked, User: user, Actor: actor,
+			Reason: strings.TrimSpace(fmt.Sprintf("%d access credentials revoked", n))})
+	}
+	return n, nil
+}
