@@ -18,6 +18,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"rsc.io/qr"
+
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/demodata"
 	"github.com/sekisho/sekisho/internal/identity"
@@ -71,6 +73,7 @@ type demo struct {
 	gw        *gateway
 	cfgPath   string
 	passwords map[string]string
+	totp      map[string]string // TOTP secrets of MFA users
 }
 
 // setupDemo builds everything; on error the caller still tears down what
@@ -80,7 +83,7 @@ func setupDemo(ctx context.Context, listen string, hcpRows, caseRows int, plaint
 	if err != nil {
 		return nil, err
 	}
-	d := &demo{dir: dir, passwords: map[string]string{}}
+	d := &demo{dir: dir, passwords: map[string]string{}, totp: map[string]string{}}
 	fmt.Fprintln(os.Stderr, "sekisho: starting a throwaway PostgreSQL")
 	d.cluster, err = pglocal.Start(ctx, pglocal.Options{})
 	if err != nil {
@@ -137,17 +140,25 @@ func setupDemo(ctx context.Context, listen string, hcpRows, caseRows int, plaint
 		}
 		listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 	}
+	loginPort, err := pglocal.FreePort()
+	if err != nil {
+		return d, err
+	}
 	cfgText := fmt.Sprintf(`# sekisho demo config (throwaway)
 state_dir: state
 listen:
   address: %s
   allow_plaintext: %t
+login:
+  address: 127.0.0.1:`+strconv.Itoa(loginPort)+`   # the login API for roles with MFA
 contact: the demo administrator
 # The company network is loopback here. Contractors work office hours.
 roles:
   admin:
     networks: [127.0.0.0/8, "::1"]
     databases: ["*"]
+    mfa: true            # privileged: password + TOTP at the login API, then a short-lived credential
+    credential_lifetime: 2h
     statements: [all]
     read: ["*"]
     write: ["*"]
@@ -173,6 +184,8 @@ roles:
     networks: [127.0.0.0/8, "::1"]
     databases: [pharma]
     hours: {days: [mon, tue, wed, thu, fri], from: "08:00", to: "20:00", zone: Asia/Tokyo}
+    mfa: true            # password + TOTP at the login API, then a short-lived credential
+    credential_lifetime: 8h
     statements: [read, transaction, session]
     read: [public.hcp]
     protected:
@@ -230,7 +243,21 @@ upstreams:
 			st.Close()
 			return d, err
 		}
-		if err := st.AddUser(ctx, store.User{Name: u.name, Kind: u.kind, Sponsor: u.sponsor, Role: u.role, Verifier: v, Expires: now.Add(u.life).UTC(), Created: now.UTC(), CreatedBy: "demo"}); err != nil {
+		ph, err := identity.HashPassword(pw)
+		if err != nil {
+			st.Close()
+			return d, err
+		}
+		user := store.User{Name: u.name, Kind: u.kind, Sponsor: u.sponsor, Role: u.role, Verifier: v, PasswordHash: ph,
+			Expires: now.Add(u.life).UTC(), Created: now.UTC(), CreatedBy: "demo"}
+		if r, ok := cfg.Role(u.role); ok && r.MFA {
+			if user.TOTPSecret, err = identity.NewTOTPSecret(); err != nil {
+				st.Close()
+				return d, err
+			}
+			d.totp[u.name] = user.TOTPSecret
+		}
+		if err := st.AddUser(ctx, user); err != nil {
 			st.Close()
 			return d, err
 		}
@@ -254,14 +281,29 @@ func (d *demo) printHowToConnect(w io.Writer) {
 	fmt.Fprintf(w, "  databases   pharma (table hcp: %s), registry (table cases)\n", "healthcare professionals")
 	fmt.Fprintf(w, "  config      %s\n  audit log   %s\n\n", d.cfgPath, d.gw.cfg.Audit.Path)
 	fmt.Fprintf(w, "  roles       every role only from loopback (the demo's company network);\n")
-	fmt.Fprintf(w, "              contractor: pharma only, weekdays 08:00-20:00 Asia/Tokyo\n\n")
-	for _, u := range demoUsers {
-		fmt.Fprintf(w, "Connect as %s (role %s):\n", u.name, u.role)
-		fmt.Fprintf(w, "psql \"postgresql://%s:%s@%s:%d/pharma?sslmode=verify-full&sslrootcert=%s\"\n\n", u.name, d.passwords[u.name], addr.IP, addr.Port, ca)
-	}
+	fmt.Fprintf(w, "              admin: everything, with MFA and 2-hour credentials\n")
+	fmt.Fprintf(w, "              analyst: sees names as pseudonyms, e-mail as k***@..., birth dates as years\n")
+	fmt.Fprintf(w, "              contractor: pharma only, weekdays 08:00-20:00 Asia/Tokyo, MFA; no birth dates or addresses\n\n")
 	self, err := os.Executable()
 	if err != nil {
 		self = "sekisho"
+	}
+	for _, u := range demoUsers {
+		if secret, ok := d.totp[u.name]; ok {
+			uri := identity.OTPAuthURI(d.gw.cfg.Login.Issuer, u.name, secret)
+			fmt.Fprintf(w, "Connect as %s (role %s, MFA: its password alone opens nothing):\n", u.name, u.role)
+			fmt.Fprintf(w, "  1. add this to an authenticator app: %s\n", uri)
+			if code, err := qr.Encode(uri, qr.M); err == nil {
+				fmt.Fprint(w, terminalQR(code))
+			}
+			fmt.Fprintf(w, "  2. %s login --url https://%s --ca %s --user %s    (password: %s, then the app's code)\n",
+				self, d.gw.cfg.Login.Address, ca, u.name, d.passwords[u.name])
+			fmt.Fprintf(w, "  3. %s psql -d pharma         (or '%s tunnel' for a GUI tool on 127.0.0.1:15432)\n", self, self)
+			fmt.Fprintf(w, "     (sekisho login saves the credential in the runtime directory; one login serves both)\n\n")
+			continue
+		}
+		fmt.Fprintf(w, "Connect as %s (role %s):\n", u.name, u.role)
+		fmt.Fprintf(w, "psql \"postgresql://%s:%s@%s:%d/pharma?sslmode=verify-full&sslrootcert=%s\"\n\n", u.name, d.passwords[u.name], addr.IP, addr.Port, ca)
 	}
 	fmt.Fprintf(w, "Manage accounts:  %s user list --config %s\n", self, d.cfgPath)
 	fmt.Fprintf(w, "Suspend one (its sessions end at once):\n  %s user suspend contractor --reason \"demo\" --config %s\n", self, d.cfgPath)
