@@ -178,7 +178,7 @@ func Analyze(sql string, cat Catalog) ([]*Statement, error) {
 		// The parser reads C strings: text after a NUL would not be seen.
 		return nil, ErrInvalidUTF8
 	}
-	tree, err := pg_query.Parse(sql)
+	tree, err := parseTree(sql)
 	if err != nil {
 		return nil, &ParseError{Err: err}
 	}
@@ -1033,7 +1033,7 @@ func viewOf(cat Catalog, r *Relation, depth int) *viewShape {
 			r.view.err = errors.New("views nest too deep")
 			return
 		}
-		tree, err := pg_query.Parse(r.ViewQuery)
+		tree, err := parseTree(r.ViewQuery)
 		if err != nil || len(tree.Stmts) != 1 {
 			r.view.err = fmt.Errorf("definition does not parse")
 			return
