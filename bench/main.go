@@ -149,7 +149,7 @@ func run() error {
 	}
 	masked := target{"sekisho masked role", fmt.Sprintf("postgres://masked:%s@%s/pharma?sslmode=disable", benchPassword, gwAddr)}
 	if !*onlyConn {
-		policyBench(r, direct, gw, masked)
+		policyBench(r, direct, gw, masked, gwProc.Process.Pid)
 	}
 	if *onlyPol {
 		fmt.Print(r.b.String())
@@ -268,7 +268,7 @@ const typicalSelect = `SELECT h.id, h.name, h.email, h.institution, c.diagnosis_
 
 // policyBench measures the data policy: the analysis alone, pgbench
 // through an unrestricted and a masking role, and a masked bulk read.
-func policyBench(r *report, direct, gw, masked target) {
+func policyBench(r *report, direct, gw, masked target, gwPid int) {
 	step("data policy")
 	r.line("### Data policy\n")
 	cat := sqlscope.NewSnapshot([]*sqlscope.Relation{
@@ -307,7 +307,7 @@ func policyBench(r *report, direct, gw, masked target) {
 		}
 		r.line(fmt.Sprintf("| %s | %.2f | %.2f |", tg.name, sec, base/sec))
 	}
-	r.line("")
+	r.line(fmt.Sprintf("\nsekisho peak RSS (VmHWM) after the masked read: %.1f MiB\n", float64(procKB(gwPid, "VmHWM"))/1024))
 }
 
 func step(s string) { fmt.Fprintf(os.Stderr, "bench: %s (%s)\n", s, time.Now().Format("15:04:05")) }

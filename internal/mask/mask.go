@@ -81,7 +81,12 @@ type Stream struct {
 	m     *Masker
 	mac   hash.Hash
 	cache map[pseudoKey][]byte
+	buf   []byte // this row's masked values (see Row)
 }
+
+// Row starts a new row: the values masked for the previous row have been
+// sent and their bytes may be reused.
+func (s *Stream) Row() { s.buf = s.buf[:0] }
 
 type pseudoKey struct {
 	oid    uint32
@@ -100,7 +105,9 @@ func (m *Masker) Stream() *Stream {
 // Apply is Masker.Apply with the stream's cache.
 func (s *Stream) Apply(f Function, oid uint32, format int16, v []byte) []byte {
 	if f != Pseudonym || v == nil {
-		return s.m.Apply(f, oid, format, v)
+		var out []byte
+		out, s.buf = s.m.apply(s.buf, f, oid, format, v)
+		return out
 	}
 	if p, ok := s.cache[pseudoKey{oid, format, string(v)}]; ok {
 		return p
@@ -116,40 +123,48 @@ func (s *Stream) Apply(f Function, oid uint32, format int16, v []byte) []byte {
 // Apply masks one value of type oid in format (0 text, 1 binary). nil
 // (SQL NULL) stays NULL.
 func (m *Masker) Apply(f Function, oid uint32, format int16, v []byte) []byte {
+	out, _ := m.apply(nil, f, oid, format, v)
+	return out
+}
+
+// apply masks v, writing a new value (if it makes one) at the end of dst;
+// it returns the value and dst. The value may instead be shared (redact)
+// or nil (NULL): values are only read after masking.
+func (m *Masker) apply(dst []byte, f Function, oid uint32, format int16, v []byte) ([]byte, []byte) {
 	if v == nil {
-		return nil
+		return nil, dst
 	}
 	switch f {
 	case Redact:
 		if textual(oid) {
-			return redacted // shared: values are only ever read after masking
+			return redacted, dst // shared: values are only ever read after masking
 		}
-		return nil
+		return nil, dst
 	case PartialEmail:
 		if !textual(oid) {
-			return nil
+			return nil, dst
 		}
-		return partialEmail(v)
+		return partialEmail(dst, v)
 	case YearOnly:
-		return yearOnly(oid, format, v)
+		return yearOnly(dst, oid, format, v)
 	case Pseudonym:
-		return m.pseudonym(oid, format, v)
+		return m.pseudonym(oid, format, v), dst
 	}
-	return nil // Null, and any function this build does not know
+	return nil, dst // Null, and any function this build does not know
 }
 
 // partialEmail keeps the first character of the local part and the
 // domain: kenji.sato@example.jp → k***@example.jp.
-func partialEmail(v []byte) []byte {
+func partialEmail(dst, v []byte) ([]byte, []byte) {
 	at := bytes.LastIndexByte(v, '@')
 	if at < 1 {
-		return []byte(RedactedText)
+		return redacted, dst
 	}
-	first := firstRune(v[:at])
-	out := make([]byte, 0, len(first)+4+len(v)-at)
-	out = append(out, first...)
-	out = append(out, "***"...)
-	return append(out, v[at:]...)
+	start := len(dst)
+	dst = append(dst, firstRune(v[:at])...)
+	dst = append(dst, "***"...)
+	dst = append(dst, v[at:]...)
+	return dst[start:], dst
 }
 
 func firstRune(b []byte) []byte {
@@ -166,7 +181,40 @@ var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // yearOnly keeps the year of a date or timestamp: the value becomes
 // January 1 of its year (midnight for timestamps).
-func yearOnly(oid uint32, format int16, v []byte) []byte {
+func yearOnly(dst []byte, oid uint32, format int16, v []byte) ([]byte, []byte) {
+	start := len(dst)
+	switch {
+	case oid == oidDate && format == 0 && isISODate(v):
+		// The common case, written straight into the stream's buffer.
+		dst = append(dst, v[:4]...)
+		dst = append(dst, "-01-01"...)
+		return dst[start:], dst
+	case oid == oidDate && format == 1 && len(v) == 4:
+		days := int32(binary.BigEndian.Uint32(v))
+		if days == 0x7FFFFFFF || days == -0x80000000 { // infinity
+			return v, dst
+		}
+		d := pgEpoch.AddDate(0, 0, int(days))
+		jan1 := time.Date(d.Year(), 1, 1, 0, 0, 0, 0, time.UTC)
+		dst = binary.BigEndian.AppendUint32(dst, uint32(int32(jan1.Sub(pgEpoch).Hours()/24)))
+		return dst[start:], dst
+	}
+	out := yearOnlyValue(oid, format, v)
+	if out == nil {
+		return nil, dst
+	}
+	dst = append(dst, out...)
+	return dst[start:], dst
+}
+
+func isISODate(v []byte) bool {
+	return len(v) == 10 && v[4] == '-' && v[7] == '-' && allDigits(v[:4]) && allDigits(v[5:7]) && allDigits(v[8:])
+}
+
+// yearOnlyValue computes the year-only value; its result is copied into
+// the stream's buffer, so the fixed-size cases below allocate nothing that
+// escapes.
+func yearOnlyValue(oid uint32, format int16, v []byte) []byte {
 	switch oid {
 	case oidDate:
 		if format == 1 {

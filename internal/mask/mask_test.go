@@ -110,3 +110,16 @@ func TestStreamMatchesMasker(t *testing.T) {
 		}
 	}
 }
+
+func TestStreamRowValuesDoNotClobber(t *testing.T) {
+	s := New([]byte("k")).Stream()
+	for i := range 100 { // enough rows for the buffer to grow and be reused
+		s.Row()
+		e := s.Apply(PartialEmail, oidText, 0, []byte("kenji.sato@example.jp"))
+		d := s.Apply(YearOnly, oidDate, 0, []byte("1980-05-03"))
+		e2 := s.Apply(PartialEmail, oidVarchar, 0, []byte("aya@hosp.example.jp"))
+		if string(e) != "k***@example.jp" || string(d) != "1980-01-01" || string(e2) != "a***@hosp.example.jp" {
+			t.Fatalf("row %d: %q %q %q", i, e, d, e2)
+		}
+	}
+}

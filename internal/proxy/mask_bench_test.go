@@ -27,6 +27,7 @@ func BenchmarkMaskRow(b *testing.B) {
 		if err := d.Decode(body); err != nil {
 			b.Fatal(err)
 		}
+		m.Row()
 		for _, c := range cols {
 			d.Values[c.index] = m.Apply(c.fn, c.oid, c.format, d.Values[c.index])
 		}

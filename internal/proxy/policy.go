@@ -131,6 +131,7 @@ func (i *policyInspector) Result(rd *pgproto3.RowDescription) (RowFilter, *Refus
 		if len(values) != n {
 			return protocolRefusal("a data row does not match its row description")
 		}
+		m.Row() // the previous row was encoded for the client already
 		for _, c := range cols {
 			values[c.index] = m.Apply(c.fn, c.oid, c.format, values[c.index])
 		}
