@@ -296,6 +296,22 @@ func policyBench(r *report, direct, gw, masked target, gwPid int) {
 			r.line(fmt.Sprintf("| %s | %d | %.0f | %.0f | %.2f |", mode, c, a, b, b/a))
 		}
 	}
+	r.line("\nGateway CPU per transaction (the steadier measure on this VM; pgbench -S, 8 clients, 20,000 transactions):\n")
+	r.line("| mode | unrestricted µs/tx | masking role µs/tx | masking/unrestricted |")
+	r.line("|---|---|---|---|")
+	for _, mode := range []string{"simple", "prepared"} {
+		cpu := func(url string) float64 {
+			u0, s0 := procCPU(gwPid)
+			if out, err := exec.Command("pgbench", "-S", "-M", mode, "-c", "8", "-j", "2", "-t", "2500", "-n", url).CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "pgbench: %v\n%s\n", err, out)
+				return 0
+			}
+			u1, s1 := procCPU(gwPid)
+			return float64((u1 - u0 + s1 - s0).Microseconds()) / 20000
+		}
+		a, b := cpu(gw.url), cpu(masked.url)
+		r.line(fmt.Sprintf("| %s | %.1f | %.1f | %.2f |", mode, a, b, b/a))
+	}
 	r.line("\nBulk read of all of hcp (psql, SELECT *, best of 3): the masking role gets names pseudonymised, e-mail partial, birth dates year-only, addresses redacted.\n")
 	r.line("| target | seconds | ratio to direct |")
 	r.line("|---|---|---|")
