@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/demodata"
 	"github.com/sekisho/sekisho/internal/mask"
@@ -446,6 +447,10 @@ func TestBypassCorpus(t *testing.T) {
 		}
 	}
 	t.Logf("%d attempts: %d answered (masked), %d refused", len(all), answered, refused)
+	// Refusals are in the audit log with the rule that decided.
+	f.g.audit.waitFor(t, "a refusal with its rule", func(e audit.Event) bool {
+		return e.Type == audit.Statement && e.Outcome == audit.OutcomeRefused && e.Reason == "masked_expression" && e.SQLState == "42501"
+	})
 }
 
 // TestCorpusDetectsLeaks proves the scan would see a leak: the same data

@@ -790,9 +790,13 @@ func (ss *Session) recordRun(r *run, outcome string) {
 	if r.kind != 'Q' {
 		proto = "extended"
 	}
+	reason := ""
+	if r.refusal != nil {
+		reason = r.refusal.Reason // which rule refused it (column_denied, masked_expression, ...)
+	}
 	err := ss.srv.record(audit.Event{Type: audit.Statement, Session: ss.id, User: ss.principal.User, Role: ss.principal.Role,
 		Source: ss.principal.Source, Database: ss.principal.Database, Statement: r.text, Protocol: proto,
-		Rows: rows, Duration: ms(ss.srv.now().Sub(r.start)), Outcome: outcome, SQLState: r.err})
+		Rows: rows, Duration: ms(ss.srv.now().Sub(r.start)), Outcome: outcome, SQLState: r.err, Reason: reason})
 	if err != nil {
 		// Fail closed: a session whose statements cannot be recorded ends
 		// rather than go on unaudited.
