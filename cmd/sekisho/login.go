@@ -45,6 +45,11 @@ type savedCredential struct {
 	Credential string    `json:"credential"`
 	Expires    time.Time `json:"expires"`
 	CAFile     string    `json:"ca_file,omitempty"`
+	// DeviceCert and DeviceKey are the managed device's client
+	// certificate and key, when the login came from one: the credential
+	// works only with them.
+	DeviceCert string `json:"device_cert,omitempty"`
+	DeviceKey  string `json:"device_key,omitempty"`
 }
 
 func defaultCredentialFile() string {
@@ -66,6 +71,7 @@ func cmdLogin(args []string) error {
 	lifetime := fs.String("lifetime", "", "ask for a shorter credential (for example 2h)")
 	stdin := fs.Bool("password-stdin", false, "read the password and then the TOTP code from standard input, one per line")
 	credFile := fs.String("credential-file", defaultCredentialFile(), "where to keep the credential")
+	deviceDir := fs.String("device-dir", defaultDeviceDir(), "the managed device's key and certificate ('sekisho device enroll')")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -100,6 +106,21 @@ func cmdLogin(args []string) error {
 	if err != nil {
 		return err
 	}
+	// From a managed device the login presents its certificate, and the
+	// credential is bound to the device.
+	devCert, devID, enrolled, derr := deviceCertificate(*deviceDir, client)
+	usingDevice := enrolled && derr == nil
+	if enrolled && derr != nil {
+		fmt.Fprintf(os.Stderr, "sekisho: warning: logging in without this machine's device certificate: %v\n", derr)
+	}
+	if usingDevice {
+		// A new client: the certificate must be on a new TLS connection,
+		// not on the one that fetched it.
+		if client, err = httpClient(*caFile); err != nil {
+			return err
+		}
+		client.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{devCert}
+	}
 	body, _ := json.Marshal(proxy.LoginRequest{User: *user, Password: password, TOTP: code, Lifetime: *lifetime})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -122,6 +143,11 @@ func cmdLogin(args []string) error {
 		abs, _ = filepath.Abs(*caFile)
 	}
 	saved := savedCredential{Host: u.Hostname(), Port: lr.Port, User: lr.User, Credential: lr.Credential, Expires: lr.Expires, CAFile: abs}
+	if usingDevice {
+		d, _ := filepath.Abs(*deviceDir)
+		saved.DeviceCert, saved.DeviceKey = filepath.Join(d, "cert.pem"), filepath.Join(d, "key.pem")
+		fmt.Printf("the credential is bound to device %s\n", devID)
+	}
 	if err := writeCredential(*credFile, saved); err != nil {
 		return err
 	}
@@ -194,6 +220,9 @@ func credentialEnv(c savedCredential) []string {
 	if c.CAFile != "" {
 		env = append(env, "PGSSLROOTCERT="+c.CAFile)
 	}
+	if c.DeviceCert != "" {
+		env = append(env, "PGSSLCERT="+c.DeviceCert, "PGSSLKEY="+c.DeviceKey)
+	}
 	return env
 }
 
@@ -232,7 +261,8 @@ func filteredEnv() []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSSLMODE", "PGSSLROOTCERT", "PGSERVICE", "PGSERVICEFILE":
+		case "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSSLMODE", "PGSSLROOTCERT", "PGSERVICE", "PGSERVICEFILE",
+			"PGSSLCERT", "PGSSLKEY":
 			continue
 		}
 		out = append(out, kv)
@@ -338,6 +368,11 @@ func tunnelConn(local net.Conn, c savedCredential) {
 			tc.RootCAs = pool
 		}
 	}
+	if c.DeviceCert != "" {
+		if kp, err := tls.LoadX509KeyPair(c.DeviceCert, c.DeviceKey); err == nil {
+			tc.Certificates = []tls.Certificate{kp}
+		}
+	}
 	cfg.TLSConfig = tc
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -392,6 +427,11 @@ func tunnelCancel(m *pgproto3.CancelRequest, c savedCredential) {
 		var b [1]byte
 		if _, err := io.ReadFull(raw, b[:]); err == nil && b[0] == 'S' {
 			tc := &tls.Config{ServerName: c.Host, MinVersion: tls.VersionTLS12}
+			if c.DeviceCert != "" {
+				if kp, err := tls.LoadX509KeyPair(c.DeviceCert, c.DeviceKey); err == nil {
+					tc.Certificates = []tls.Certificate{kp}
+				}
+			}
 			if c.CAFile != "" {
 				if pem, err := os.ReadFile(c.CAFile); err == nil {
 					pool := x509.NewCertPool()

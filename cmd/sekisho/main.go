@@ -38,6 +38,9 @@ usage:
   sekisho unlock --config FILE
   sekisho login --url https://GATEWAY:PORT [--user NAME] [--ca FILE] [--lifetime 2h] [--password-stdin]
                                                    password + TOTP for a short-lived access credential
+  sekisho device enroll --url https://GATEWAY:PORT --name NAME [--user NAME] [--ca FILE]
+                                                   on a managed device: a key pair and an enrolment request
+  sekisho device list|approve ID|revoke ID --config FILE   the administrator's side
   sekisho psql [psql arguments]                    psql with the access credential in its environment
   sekisho tunnel [--listen 127.0.0.1:15432]        a local port for GUI tools, forwarded with the credential
   sekisho policy check --config FILE               check roles and classification against the live schema
@@ -87,6 +90,8 @@ func run(args []string) int {
 		err = cmdPolicy(args[1:])
 	case "login":
 		err = cmdLogin(args[1:])
+	case "device":
+		err = cmdDevice(args[1:])
 	case "psql":
 		err = cmdPsql(args[1:])
 	case "tunnel":

@@ -52,6 +52,8 @@ const (
 	CredentialsRevoked Type = "credential.revoked"
 	// MFAEnrolled: a second factor was enrolled (or replaced).
 	MFAEnrolled Type = "mfa.enrolled"
+	// DeviceEvent: a managed device was enrolled, approved or revoked.
+	DeviceEvent Type = "device"
 )
 
 // Outcomes.

@@ -114,6 +114,9 @@ type Login struct {
 	CredentialLifetime Duration `yaml:"credential_lifetime"`
 	// Issuer names the gateway in authenticator apps.
 	Issuer string `yaml:"issuer"`
+	// DeviceCertificateLifetime is how long an approved device's client
+	// certificate is valid (it is renewed by approving again).
+	DeviceCertificateLifetime Duration `yaml:"device_certificate_lifetime"`
 }
 
 // Audit says where audit events go.
@@ -269,6 +272,9 @@ func (c *Config) applyDefaults(baseDir string) {
 	}
 	if c.Login.Issuer == "" {
 		c.Login.Issuer = "sekisho"
+	}
+	if c.Login.DeviceCertificateLifetime == 0 {
+		c.Login.DeviceCertificateLifetime = Duration(30 * 24 * time.Hour)
 	}
 	if c.Audit.Path == "" {
 		c.Audit.Path = "audit.jsonl"

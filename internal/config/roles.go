@@ -26,6 +26,10 @@ type Role struct {
 	MFA bool `yaml:"mfa"`
 	// CredentialLifetime caps its access credentials (0: login's).
 	CredentialLifetime Duration `yaml:"credential_lifetime"`
+	// RequireDevice: connections must come from an approved managed
+	// device (its client certificate from the gateway's device CA), and
+	// access credentials work only from the device that logged in.
+	RequireDevice bool `yaml:"require_device"`
 
 	// Statements are the statement classes allowed: read, write, ddl,
 	// admin, copy, transaction, session (or all).

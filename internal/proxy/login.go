@@ -53,6 +53,8 @@ type LoginResponse struct {
 func (s *Server) ServeLogin(ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/login", s.handleLogin)
+	mux.HandleFunc("POST /v1/devices", s.handleDeviceEnrol)
+	mux.HandleFunc("GET /v1/devices/{id}", s.handleDeviceStatus)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10, ErrorLog: nil}
 	if t := s.tls.Load(); t != nil {
@@ -172,6 +174,15 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 			Hint: "Only emergency (break-glass) accounts may log in now; ask " + cfg.Contact + " when access returns."})
 		return
 	}
+	// A device certificate binds the credential to that device; a role
+	// that requires a device gets no credential without one.
+	dev, derr := s.presentedDevice(ctx, r.TLS, u.Name)
+	if derr != nil && (role.RequireDevice || !errors.Is(derr, errNoDevice)) {
+		s.log.Info("login device refused", "user", u.Name, "err", derr)
+		ref := deviceRefusal(cfg.Contact, derr)
+		fail(http.StatusForbidden, ref.Reason, ref)
+		return
+	}
 	lifetime := cfg.Login.CredentialLifetime.D()
 	if role.CredentialLifetime > 0 && role.CredentialLifetime.D() < lifetime {
 		lifetime = role.CredentialLifetime.D()
@@ -195,7 +206,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	id := make([]byte, 8)
 	_, _ = rand.Read(id)
 	c := store.Credential{ID: hex.EncodeToString(id), User: u.Name, StoredKey: v.StoredKey, ServerKey: v.ServerKey,
-		Issued: now, Expires: now.Add(lifetime), Source: addressKey(source)}
+		Issued: now, Expires: now.Add(lifetime), Source: addressKey(source), Device: dev.ID}
 	if err := s.store.AddCredential(ctx, c); err != nil {
 		s.log.Error("credential not stored", "err", err)
 		fail(http.StatusServiceUnavailable, "store_unavailable", storeRefusal(cfg))
@@ -208,8 +219,15 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = s.record(audit.Event{Type: audit.CredentialIssued, User: u.Name, Role: u.Role, Source: source,
-		Reason: fmt.Sprintf("credential %s valid until %s", c.ID, c.Expires.UTC().Format(time.RFC3339))})
+		Reason: strings.TrimSpace(fmt.Sprintf("credential %s valid until %s %s", c.ID, c.Expires.UTC().Format(time.RFC3339), boundTo(c.Device)))})
 	writeLogin(w, http.StatusOK, LoginResponse{User: u.Name, Role: u.Role, Credential: secret, Expires: c.Expires, Port: listenPort(cfg)})
+}
+
+func boundTo(device string) string {
+	if device == "" {
+		return ""
+	}
+	return "bound to device " + device
 }
 
 func containsName(list []string, name string) bool {

@@ -25,6 +25,7 @@ import (
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/identity"
 	"github.com/sekisho/sekisho/internal/mask"
+	"github.com/sekisho/sekisho/internal/pki"
 	"github.com/sekisho/sekisho/internal/store"
 )
 
@@ -56,6 +57,10 @@ type Server struct {
 	decoyKey []byte
 	// credentialKey derives the SCRAM salt of users' access credentials.
 	credentialKey []byte
+	// deviceCA signs managed devices' client certificates; the listener
+	// asks clients for one (and verifies it against this CA) when they
+	// have it.
+	deviceCA *pki.DeviceCA
 
 	catalogs  catalogs
 	decisions decisionCache
@@ -124,6 +129,10 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		// its own inspector: there is no mode that relays undecided.
 		s.inspect = s.policyInspector
 	}
+	s.deviceCA, err = pki.EnsureDeviceCA(o.Config.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("device CA: %w", err)
+	}
 	if o.TLS != nil {
 		if err := s.ReloadTLS(o.TLS); err != nil {
 			return nil, err
@@ -157,6 +166,12 @@ type listenerTLS struct {
 // ReloadTLS makes new connections use c (a renewed certificate); live
 // sessions keep theirs.
 func (s *Server) ReloadTLS(c *tls.Config) error {
+	c = c.Clone()
+	// A managed device presents its client certificate; others present
+	// none. Which roles require one is decided after authentication.
+	pool := x509.NewCertPool()
+	pool.AddCert(s.deviceCA.Cert)
+	c.ClientCAs, c.ClientAuth = pool, tls.VerifyClientCertIfGiven
 	l := &listenerTLS{cfg: c}
 	if len(c.Certificates) > 0 && len(c.Certificates[0].Certificate) > 0 {
 		leaf, err := x509.ParseCertificate(c.Certificates[0].Certificate[0])

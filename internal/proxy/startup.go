@@ -18,6 +18,7 @@ import (
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/identity"
+	"github.com/sekisho/sekisho/internal/pki"
 	"github.com/sekisho/sekisho/internal/store"
 	"github.com/sekisho/sekisho/internal/wire"
 )
@@ -263,9 +264,21 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 			h.s.log.Error("state store lookup failed", "err", err)
 			return Principal{}, nil, storeRefusal(h.cfg)
 		}
-		keys := make([][2][]byte, len(stored))
-		for i, c := range stored {
-			keys[i] = [2][]byte{c.StoredKey, c.ServerKey}
+		// A credential bound to a device works only with that device's
+		// certificate on this very connection; with require_device, only
+		// bound credentials work at all.
+		presented := ""
+		if tc, ok := h.conn.(*tls.Conn); ok {
+			if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
+				presented, _ = pki.DeviceID(cs.PeerCertificates[0])
+			}
+		}
+		keys := make([][2][]byte, 0, len(stored))
+		for _, c := range stored {
+			if c.Device != "" && c.Device != presented || c.Device == "" && r.RequireDevice {
+				continue
+			}
+			keys = append(keys, [2][]byte{c.StoredKey, c.ServerKey})
 		}
 		creds = identity.CredentialVerifiers(identity.CredentialSalt(h.s.credentialKey, user), keys)
 	}
@@ -352,6 +365,23 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 			Hint:    "Ask " + h.cfg.Contact + " to extend it (sekisho user extend)."}
 	}
 	role, ok := h.cfg.Role(u.Role)
+	if ok {
+		// The device: required by the role, or presented (then it must be
+		// a good one: a revoked device's certificate is refused).
+		var state *tls.ConnectionState
+		if tc, isTLS := h.conn.(*tls.Conn); isTLS {
+			cs := tc.ConnectionState()
+			state = &cs
+		}
+		dev, derr := h.s.presentedDevice(ctx, state, user)
+		if derr != nil && (role.RequireDevice || !errors.Is(derr, errNoDevice)) {
+			h.s.log.Info("connection device refused", "user", user, "err", derr)
+			return Principal{}, nil, deviceRefusal(h.cfg.Contact, derr)
+		}
+		if dev.ID != "" {
+			h.ev.Method += " device=" + dev.ID
+		}
+	}
 	if !ok {
 		return Principal{}, nil, &Refusal{Code: codeInvalidAuthorization, Reason: "role_not_configured",
 			Message: fmt.Sprintf("account %q has role %q, which this gateway does not define", user, u.Role),

@@ -73,7 +73,34 @@ type Credential struct {
 	Expires   time.Time
 	// Source is the address the login came from.
 	Source string
+	// Device is the managed device the login came from ("" when none):
+	// the credential works only from it.
+	Device string
 }
+
+// Device is a managed device of a user: enrolled (pending), approved
+// (with a client certificate from the device CA) or revoked.
+type Device struct {
+	ID          string
+	User        string
+	Name        string
+	PublicKey   []byte // PKIX DER
+	Fingerprint string
+	Status      string // pending, approved, revoked
+	CertPEM     string
+	Requested   time.Time
+	Approved    time.Time
+	ApprovedBy  string
+	Expires     time.Time
+	Source      string
+}
+
+// Device statuses.
+const (
+	DevicePending  = "pending"
+	DeviceApproved = "approved"
+	DeviceRevoked  = "revoked"
+)
 
 // Expired reports whether the account is past its expiry at now.
 func (u User) Expired(now time.Time) bool { return !now.Before(u.Expires) }
@@ -110,6 +137,16 @@ type Store interface {
 	// RevokeCredentials deletes every credential of a user and returns
 	// how many there were.
 	RevokeCredentials(ctx context.Context, user string) (int, error)
+	// AddDevice stores an enrolment request.
+	AddDevice(ctx context.Context, d Device) error
+	// Device returns a device by ID.
+	Device(ctx context.Context, id string) (Device, error)
+	// Devices lists devices (all users when user is "").
+	Devices(ctx context.Context, user string) ([]Device, error)
+	// UpdateDevice stores a changed device (approval, revocation).
+	UpdateDevice(ctx context.Context, d Device) error
+	// RevokeDeviceCredentials deletes the credentials bound to a device.
+	RevokeDeviceCredentials(ctx context.Context, device string) (int, error)
 	// UseTOTPStep records that a user's TOTP code of step was used; it
 	// reports false (and records nothing) when that step or a later one was
 	// used before — a replayed code.
@@ -166,9 +203,24 @@ CREATE TABLE IF NOT EXISTS credentials (
 	server_key BLOB NOT NULL,
 	issued     BIGINT NOT NULL,
 	expires    BIGINT NOT NULL,
-	source     TEXT NOT NULL
+	source     TEXT NOT NULL,
+	device     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS credentials_name ON credentials (name, expires);
+CREATE TABLE IF NOT EXISTS devices (
+	id          TEXT PRIMARY KEY,
+	name        TEXT NOT NULL,
+	label       TEXT NOT NULL,
+	public_key  BLOB NOT NULL,
+	fingerprint TEXT NOT NULL,
+	status      TEXT NOT NULL,
+	cert_pem    TEXT NOT NULL DEFAULT '',
+	requested   BIGINT NOT NULL,
+	approved    BIGINT NOT NULL DEFAULT 0,
+	approved_by TEXT NOT NULL DEFAULT '',
+	expires     BIGINT NOT NULL DEFAULT 0,
+	source      TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS secrets (
 	name  TEXT PRIMARY KEY,
 	value BLOB NOT NULL
@@ -416,8 +468,8 @@ func (s *SQLite) Secret(ctx context.Context, name string, gen func() ([]byte, er
 
 // AddCredential implements Store.
 func (s *SQLite) AddCredential(ctx context.Context, c Credential) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO credentials (id, name, stored_key, server_key, issued, expires, source) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		c.ID, c.User, c.StoredKey, c.ServerKey, c.Issued.UnixMicro(), c.Expires.UnixMicro(), c.Source)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO credentials (id, name, stored_key, server_key, issued, expires, source, device) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.User, c.StoredKey, c.ServerKey, c.Issued.UnixMicro(), c.Expires.UnixMicro(), c.Source, c.Device)
 	if err != nil {
 		return fmt.Errorf("add credential: %w", err)
 	}
@@ -428,7 +480,7 @@ func (s *SQLite) AddCredential(ctx context.Context, c Credential) error {
 
 // Credentials implements Store.
 func (s *SQLite) Credentials(ctx context.Context, user string, now time.Time) ([]Credential, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, stored_key, server_key, issued, expires, source FROM credentials
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, stored_key, server_key, issued, expires, source, device FROM credentials
 		WHERE name = ? AND expires > ? ORDER BY issued DESC LIMIT 50`, user, now.UnixMicro())
 	if err != nil {
 		return nil, fmt.Errorf("credentials: %w", err)
@@ -438,7 +490,7 @@ func (s *SQLite) Credentials(ctx context.Context, user string, now time.Time) ([
 	for rows.Next() {
 		var c Credential
 		var issued, expires int64
-		if err := rows.Scan(&c.ID, &c.User, &c.StoredKey, &c.ServerKey, &issued, &expires, &c.Source); err != nil {
+		if err := rows.Scan(&c.ID, &c.User, &c.StoredKey, &c.ServerKey, &issued, &expires, &c.Source, &c.Device); err != nil {
 			return nil, err
 		}
 		c.Issued, c.Expires = time.UnixMicro(issued).UTC(), time.UnixMicro(expires).UTC()
@@ -452,6 +504,78 @@ func (s *SQLite) RevokeCredentials(ctx context.Context, user string) (int, error
 	r, err := s.db.ExecContext(ctx, `DELETE FROM credentials WHERE name = ?`, user)
 	if err != nil {
 		return 0, fmt.Errorf("revoke credentials: %w", err)
+	}
+	n, _ := r.RowsAffected()
+	return int(n), nil
+}
+
+const deviceColumns = `id, name, label, public_key, fingerprint, status, cert_pem, requested, approved, approved_by, expires, source`
+
+// AddDevice implements Store.
+func (s *SQLite) AddDevice(ctx context.Context, d Device) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		d.ID, d.User, d.Name, d.PublicKey, d.Fingerprint, d.Status, d.CertPEM, d.Requested.UnixMicro(), micros(d.Approved), d.ApprovedBy, micros(d.Expires), d.Source)
+	if err != nil {
+		return fmt.Errorf("add device: %w", err)
+	}
+	return nil
+}
+
+func scanDevice(r scanner) (Device, error) {
+	var d Device
+	var req, appr, exp int64
+	if err := r.Scan(&d.ID, &d.User, &d.Name, &d.PublicKey, &d.Fingerprint, &d.Status, &d.CertPEM, &req, &appr, &d.ApprovedBy, &exp, &d.Source); err != nil {
+		return Device{}, err
+	}
+	d.Requested, d.Approved, d.Expires = time.UnixMicro(req).UTC(), fromMicros(appr), fromMicros(exp)
+	return d, nil
+}
+
+// Device implements Store.
+func (s *SQLite) Device(ctx context.Context, id string) (Device, error) {
+	d, err := scanDevice(s.db.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Device{}, ErrNotFound
+	}
+	return d, err
+}
+
+// Devices implements Store.
+func (s *SQLite) Devices(ctx context.Context, user string) ([]Device, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE ? = '' OR name = ? ORDER BY requested`, user, user)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Device
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// UpdateDevice implements Store.
+func (s *SQLite) UpdateDevice(ctx context.Context, d Device) error {
+	r, err := s.db.ExecContext(ctx, `UPDATE devices SET status = ?, cert_pem = ?, approved = ?, approved_by = ?, expires = ? WHERE id = ?`,
+		d.Status, d.CertPEM, micros(d.Approved), d.ApprovedBy, micros(d.Expires), d.ID)
+	if err != nil {
+		return fmt.Errorf("update device: %w", err)
+	}
+	if n, _ := r.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// RevokeDeviceCredentials implements Store.
+func (s *SQLite) RevokeDeviceCredentials(ctx context.Context, device string) (int, error) {
+	r, err := s.db.ExecContext(ctx, `DELETE FROM credentials WHERE device = ? AND device != ''`, device)
+	if err != nil {
+		return 0, err
 	}
 	n, _ := r.RowsAffected()
 	return int(n), nil

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sekisho/sekisho/internal/identity"
+	"github.com/sekisho/sekisho/internal/pglocal"
+	"github.com/sekisho/sekisho/internal/pgtest"
+	"github.com/sekisho/sekisho/internal/pki"
+)
+
+// TestManagedDevice: a role with require_device connects only from an
+// approved device, with a credential from that device; the credential
+// replayed from another machine (no device, or another approved device)
+// is refused; revoking the device ends its credential.
+func TestManagedDevice(t *testing.T) {
+	if _, err := exec.LookPath("psql"); err != nil {
+		t.Skip("psql not installed")
+	}
+	c, db := pgtest.NewDatabase(t)
+	dir := gatewayDir(t, c.Password, nil)
+	pgPort, _ := pglocal.FreePort()
+	loginPort, _ := pglocal.FreePort()
+	cfgPath := filepath.Join(dir, "sekisho.yaml")
+	cfg := fmt.Sprintf(`state_dir: state
+contact: dpo@example.jp
+listen: {address: 127.0.0.1:%d}
+login: {address: 127.0.0.1:%d, max_failures: 50, failures_per_address: 50}
+roles:
+  analyst: {networks: [127.0.0.1], databases: ["*"], statements: [read, session], read: ["*"], mfa: true, require_device: true}
+upstreams:
+%s`, pgPort, loginPort, upstreamLine(c, db))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := sekishoBinary(t)
+	run := func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("alice-password-1\n", "user", "add", "alice", "--role", "analyst", "--expires", "30d", "--password-stdin", "--config", cfgPath); err != nil {
+		t.Fatalf("user add: %v\n%s", err, out)
+	}
+	out, err := run("", "user", "mfa", "alice", "--no-qr", "--config", cfgPath)
+	m := regexp.MustCompile(`secret=([A-Z2-7]+)`).FindStringSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("user mfa: %v\n%s", err, out)
+	}
+	secret := m[1]
+	startServe(t, cfgPath)
+	ca := filepath.Join(dir, "state", pki.CACertFile)
+	loginURL := fmt.Sprintf("https://127.0.0.1:%d", loginPort)
+	// A code works once, and the gateway accepts one step either side of
+	// now: three logins use the previous, the current and the next code.
+	step := identity.TOTPStep(time.Now()) - 2
+	login := func(deviceDir, credFile string) (string, error) {
+		step = max(step+1, identity.TOTPStep(time.Now())-1)
+		if step > identity.TOTPStep(time.Now())+1 {
+			t.Fatal("ran out of TOTP steps")
+		}
+		code, _ := identity.TOTPCode(secret, step)
+		return run("alice-password-1\n"+code+"\n", "login", "--url", loginURL, "--ca", ca, "--user", "alice",
+			"--password-stdin", "--credential-file", credFile, "--device-dir", deviceDir)
+	}
+	waitUp := func() {
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			if out, _ := run("", "device", "list", "--config", cfgPath); strings.Contains(out, "ID") {
+				if _, err := os.Stat(filepath.Join(dir, "state", "admin.sock")); err == nil {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("gateway did not start")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitUp()
+	tmp := t.TempDir()
+	laptop, other := filepath.Join(tmp, "laptop"), filepath.Join(tmp, "other")
+	cred := filepath.Join(tmp, "cred.json")
+
+	// No device: the role gets no credential.
+	if out, err := login(filepath.Join(tmp, "none"), cred); err == nil || !strings.Contains(out, "approved managed device") {
+		t.Fatalf("login without a device: %v\n%s", err, out)
+	}
+	enroll := func(d, name string) string {
+		out, err := run("", "device", "enroll", "--url", loginURL, "--ca", ca, "--user", "alice", "--name", name, "--device-dir", d)
+		m := regexp.MustCompile(`device ([0-9a-f]{16}) enrolled`).FindStringSubmatch(out)
+		if err != nil || m == nil {
+			t.Fatalf("enroll: %v\n%s", err, out)
+		}
+		return m[1]
+	}
+	laptopID := enroll(laptop, "alice-laptop")
+	// Not approved yet: still no credential.
+	if out, err := login(laptop, cred); err == nil || !strings.Contains(out, "pending") {
+		t.Fatalf("login from a pending device: %v\n%s", err, out)
+	}
+	if out, err := run("", "device", "approve", laptopID, "--fingerprint", "00", "--config", cfgPath); err == nil || !strings.Contains(out, "does not match") {
+		t.Fatalf("approval with a wrong fingerprint: %v\n%s", err, out)
+	}
+	if out, err := run("", "device", "approve", laptopID, "--config", cfgPath); err != nil {
+		t.Fatalf("approve: %v\n%s", err, out)
+	}
+	if out, err := login(laptop, cred); err != nil || !strings.Contains(out, "bound to device "+laptopID) {
+		t.Fatalf("login from the approved device: %v\n%s", err, out)
+	}
+	psql := func(credFile string) (string, error) {
+		return run("", "psql", "--credential-file", credFile, "-d", db, "-X", "-At", "-c", "SELECT 7")
+	}
+	if out, err := psql(cred); err != nil || strings.TrimSpace(out) != "7" {
+		t.Fatalf("psql from the device: %v\n%s", err, out)
+	}
+
+	// The credential copied to another machine: without the device's key
+	// it is refused, and so it is from another approved device.
+	var saved savedCredential
+	b, _ := os.ReadFile(cred)
+	if err := json.Unmarshal(b, &saved); err != nil {
+		t.Fatal(err)
+	}
+	stolen := saved
+	stolen.DeviceCert, stolen.DeviceKey = "", ""
+	stolenFile := filepath.Join(tmp, "stolen.json")
+	if err := writeCredential(stolenFile, stolen); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := psql(stolenFile); err == nil || !strings.Contains(out, "password authentication failed") {
+		t.Fatalf("credential without its device: %v\n%s", err, out)
+	}
+	otherID := enroll(other, "someone-else")
+	if out, err := run("", "device", "approve", otherID, "--config", cfgPath); err != nil {
+		t.Fatalf("approve: %v\n%s", err, out)
+	}
+	if _, _, _, err := deviceCertificate(other, mustClient(t, ca)); err != nil {
+		t.Fatal(err)
+	}
+	stolen.DeviceCert, stolen.DeviceKey = filepath.Join(other, "cert.pem"), filepath.Join(other, "key.pem")
+	if err := writeCredential(stolenFile, stolen); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := psql(stolenFile); err == nil || !strings.Contains(out, "password authentication failed") {
+		t.Fatalf("credential from another device: %v\n%s", err, out)
+	}
+
+	// Revoking the device revokes its credential; its certificate no
+	// longer opens anything.
+	if out, err := run("", "device", "revoke", laptopID, "--config", cfgPath); err != nil || !strings.Contains(out, "1 access credentials revoked") {
+		t.Fatalf("revoke: %v\n%s", err, out)
+	}
+	if out, err := psql(cred); err == nil {
+		t.Fatalf("psql from a revoked device: %s", out)
+	}
+	auditLog, _ := os.ReadFile(filepath.Join(dir, "state", "audit.jsonl"))
+	for _, want := range []string{"enrolment requested", "approved until", "revoked; 1 access credentials revoked", "bound to device " + laptopID, `"reason":"device_refused"`} {
+		if !strings.Contains(string(auditLog), want) {
+			t.Errorf("audit log lacks %q", want)
+		}
+	}
+}
+
+func mustClient(t *testing.T, ca string) *http.Client {
+	c, err := httpClient(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
