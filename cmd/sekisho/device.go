@@ -267,3 +267,74 @@ func cmdDeviceDecide(args []string, approve bool) error {
 	fmt.Println(ev.Reason)
 	return nil
 }
+
+// cmdUserCert issues a service account's client certificate (and key):
+// the only way the account authenticates. Issuing a new one ends the old.
+func cmdUserCert(args []string) error {
+	fs := flag.NewFlagSet("user cert", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfgPath := fs.String("config", "sekisho.yaml", "config file")
+	out := fs.String("out", ".", "directory for NAME.crt and NAME.key")
+	validity := fs.String("expires", "30d", "how long the certificate is valid (never past the account's expiry)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"user cert: give exactly one service account name"}
+	}
+	a, err := openAdmin(*cfgPath)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	ctx := context.Background()
+	u, err := a.st.User(ctx, pos[0])
+	if err != nil {
+		return hintError{fmt.Errorf("user cert: %s: %w", pos[0], err), "'sekisho user list' shows the accounts"}
+	}
+	if u.Kind != store.KindService {
+		return hintError{fmt.Errorf("user cert: %s is a %s account", u.Name, u.Kind), "client certificates are for service accounts (--kind service); people log in with MFA"}
+	}
+	d, err := parseExpiry(*validity, time.Now())
+	if err != nil {
+		return usageError{"user cert: --expires: " + err.Error()}
+	}
+	notAfter := d
+	if u.Expires.Before(notAfter) {
+		notAfter = u.Expires
+	}
+	ca, err := pki.EnsureDeviceCA(a.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	certPEM, keyPEM, fp, err := ca.IssueService(u.Name, notAfter)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return err
+	}
+	certPath, keyPath := filepath.Join(*out, u.Name+".crt"), filepath.Join(*out, u.Name+".key")
+	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(certPath, certPEM, 0o600); err != nil {
+		return err
+	}
+	who := actor()
+	if _, err := a.st.UpdateUser(ctx, u.Name, func(x *store.User) error {
+		x.CertFingerprint = fp
+		x.Updated, x.UpdatedBy = time.Now().UTC(), who
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := a.au.Record(audit.Event{Type: audit.AccountChange, User: u.Name, Role: u.Role, Actor: who,
+		Reason: fmt.Sprintf("client certificate issued, valid until %s (sha256 %s); earlier ones no longer authenticate", notAfter.UTC().Format(time.RFC3339), fp[:16])}); err != nil {
+		return err
+	}
+	fmt.Printf("client certificate for %s valid until %s:\n  %s\n  %s (keep it secret; give it to the service over a secure channel)\n", u.Name, notAfter.UTC().Format("2006-01-02 15:04 MST"), certPath, keyPath)
+	fmt.Printf("connect with sslcert=%s sslkey=%s sslmode=verify-full (no password)\n", certPath, keyPath)
+	return nil
+}

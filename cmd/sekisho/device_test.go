@@ -178,3 +178,85 @@ func mustClient(t *testing.T, ca string) *http.Client {
 	}
 	return c
 }
+
+// TestServiceAccountCertificate: a service account connects with its
+// client certificate and no password; without it, or with an older one,
+// or with its password, it does not.
+func TestServiceAccountCertificate(t *testing.T) {
+	if _, err := exec.LookPath("psql"); err != nil {
+		t.Skip("psql not installed")
+	}
+	c, db := pgtest.NewDatabase(t)
+	dir := gatewayDir(t, c.Password, nil)
+	pgPort, _ := pglocal.FreePort()
+	cfgPath := filepath.Join(dir, "sekisho.yaml")
+	cfg := fmt.Sprintf(`state_dir: state
+listen: {address: 127.0.0.1:%d}
+roles:
+  batch: {networks: [127.0.0.1], databases: ["*"], statements: [read], read: ["*"]}
+  admin: {networks: [127.0.0.1], databases: ["*"], statements: [read], read: ["*"]}
+upstreams:
+%s`, pgPort, upstreamLine(c, db))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := sekishoBinary(t)
+	run := func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, args := range [][]string{
+		{"user", "add", "owner", "--role", "admin", "--expires", "30d", "--password-stdin"},
+		{"user", "add", "etl", "--kind", "service", "--sponsor", "owner", "--role", "batch", "--expires", "30d", "--password-stdin"},
+	} {
+		if out, err := run("a-long-password-1\n", append(args, "--config", cfgPath)...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	certs := t.TempDir()
+	if out, err := run("", "user", "cert", "owner", "--out", certs, "--config", cfgPath); err == nil || !strings.Contains(out, "for service accounts") {
+		t.Fatalf("cert for an employee: %v\n%s", err, out)
+	}
+	if out, err := run("", "user", "cert", "etl", "--out", certs, "--expires", "7d", "--config", cfgPath); err != nil {
+		t.Fatalf("user cert: %v\n%s", err, out)
+	}
+	old := filepath.Join(t.TempDir(), "old")
+	os.MkdirAll(old, 0o700)
+	for _, f := range []string{"etl.crt", "etl.key"} {
+		b, _ := os.ReadFile(filepath.Join(certs, f))
+		os.WriteFile(filepath.Join(old, f), b, 0o600)
+	}
+	if out, err := run("", "user", "cert", "etl", "--out", certs, "--config", cfgPath); err != nil {
+		t.Fatalf("user cert again: %v\n%s", err, out)
+	}
+	startServe(t, cfgPath)
+	ca := filepath.Join(dir, "state", pki.CACertFile)
+	conn := func(extra string) (string, error) {
+		url := fmt.Sprintf("host=127.0.0.1 port=%d dbname=%s user=etl sslmode=verify-full sslrootcert=%s %s", pgPort, db, ca, extra)
+		out, err := exec.Command("psql", url, "-X", "-At", "-w", "-c", "SELECT 5").CombinedOutput()
+		return string(out), err
+	}
+	certArgs := fmt.Sprintf("sslcert=%s sslkey=%s", filepath.Join(certs, "etl.crt"), filepath.Join(certs, "etl.key"))
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		out, err := conn(certArgs)
+		if err == nil && strings.TrimSpace(out) == "5" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("service account with its certificate: %v\n%s", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out, err := conn(fmt.Sprintf("sslcert=%s sslkey=%s", filepath.Join(old, "etl.crt"), filepath.Join(old, "etl.key"))); err == nil {
+		t.Fatalf("a replaced certificate authenticated: %s", out)
+	}
+	if out, err := conn("password=a-long-password-1"); err == nil || !strings.Contains(out, "password authentication failed") {
+		t.Fatalf("service account with a password: %v\n%s", err, out)
+	}
+	auditLog, _ := os.ReadFile(filepath.Join(dir, "state", "audit.jsonl"))
+	if !strings.Contains(string(auditLog), `"method":"client_certificate"`) {
+		t.Error("the connection's method is not in the audit log")
+	}
+}

@@ -29,6 +29,8 @@ usage:
   sekisho user show NAME --config FILE
   sekisho user passwd NAME [--password-stdin] --config FILE
   sekisho user mfa NAME [--no-qr] --config FILE    enrol a TOTP second factor (shows a QR code)
+  sekisho user cert NAME [--out DIR] [--expires 30d] --config FILE
+                                                   a service account's client certificate (its only way in)
   sekisho user extend NAME --expires DATE|DURATION --config FILE
   sekisho user suspend NAME --reason TEXT --config FILE   (ends live sessions at once)
   sekisho user resume NAME --config FILE

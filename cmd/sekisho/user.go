@@ -23,7 +23,7 @@ import (
 
 func cmdUser(args []string) error {
 	if len(args) == 0 {
-		return usageError{"user: name a subcommand: add, list, show, passwd, mfa, extend, suspend, resume, disable or enable"}
+		return usageError{"user: name a subcommand: add, list, show, passwd, mfa, cert, extend, suspend, resume, disable or enable"}
 	}
 	switch args[0] {
 	case "add":
@@ -36,6 +36,8 @@ func cmdUser(args []string) error {
 		return cmdUserPasswd(args[1:])
 	case "mfa":
 		return cmdUserMFA(args[1:])
+	case "cert":
+		return cmdUserCert(args[1:])
 	case "extend":
 		return cmdUserExtend(args[1:])
 	case "suspend":

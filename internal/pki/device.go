@@ -130,3 +130,51 @@ func (ca *DeviceCA) Issue(pkixDER []byte, user, deviceID string, notAfter time.T
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
+
+// ServiceURI is the URI SAN that names a service account in its client
+// certificate.
+func ServiceURI(user string) *url.URL { return &url.URL{Scheme: "sekisho", Opaque: "service:" + user} }
+
+// ServiceUser returns the service account a certificate names.
+func ServiceUser(c *x509.Certificate) (string, bool) {
+	for _, u := range c.URIs {
+		if u.Scheme == "sekisho" && len(u.Opaque) > 8 && u.Opaque[:8] == "service:" {
+			return u.Opaque[8:], true
+		}
+	}
+	return "", false
+}
+
+// CertFingerprint is the SHA-256 of a certificate, in hex.
+func CertFingerprint(der []byte) string {
+	s := sha256.Sum256(der)
+	return hex.EncodeToString(s[:])
+}
+
+// IssueService makes a key pair and a client certificate for a service
+// account; it returns both in PEM and the certificate's fingerprint.
+func (ca *DeviceCA) IssueService(user string, notAfter time.Time) (certPEM, keyPEM []byte, fingerprint string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: user, OrganizationalUnit: []string{"sekisho service account"}},
+		NotBefore:    time.Now().Add(-5 * time.Minute),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{ServiceURI(user)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), CertFingerprint(der), nil
+}

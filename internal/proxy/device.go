@@ -133,6 +133,9 @@ func (s *Server) presentedDevice(ctx context.Context, state *tls.ConnectionState
 		return store.Device{}, errNoDevice
 	}
 	cert := state.PeerCertificates[0]
+	if _, service := pki.ServiceUser(cert); service {
+		return store.Device{}, errNoDevice // a service account's certificate, checked at authentication
+	}
 	id, ok := pki.DeviceID(cert)
 	if !ok {
 		return store.Device{}, errors.New("the client certificate names no device")

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -305,46 +306,77 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 			return Principal{}, nil, &Refusal{Reason: "client_closed"}
 		}
 	}
-	if err := h.send(&pgproto3.AuthenticationSASL{AuthMechanisms: mechanisms}); err != nil {
-		return Principal{}, nil, &Refusal{Reason: "client_closed"}
+	// A service account authenticates with its client certificate (from
+	// sekisho user cert): the current one, issued by the device CA and
+	// naming the account. Without it the exchange below runs against a
+	// decoy and fails like a wrong password, saying nothing more.
+	certAuth, decoy := false, !known || perr != nil
+	if known && u.Kind == store.KindService {
+		decoy = true
+		if tc, ok := h.conn.(*tls.Conn); ok {
+			if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
+				name, named := pki.ServiceUser(cs.PeerCertificates[0])
+				fp := pki.CertFingerprint(cs.PeerCertificates[0].Raw)
+				certAuth = named && name == user && u.CertFingerprint != "" &&
+					subtle.ConstantTimeCompare([]byte(fp), []byte(u.CertFingerprint)) == 1
+			}
+		}
+		if !certAuth {
+			v = identity.DecoyVerifier(h.s.decoyKey, user)
+		}
 	}
-	body, ref := h.readPassword(cr)
-	if ref != nil {
-		return Principal{}, nil, ref
+	exchange := func() ([]byte, *Refusal) {
+		if err := h.send(&pgproto3.AuthenticationSASL{AuthMechanisms: mechanisms}); err != nil {
+			return nil, &Refusal{Reason: "client_closed"}
+		}
+		body, ref := h.readPassword(cr)
+		if ref != nil {
+			return nil, ref
+		}
+		var first pgproto3.SASLInitialResponse
+		if err := first.Decode(body); err != nil {
+			return nil, protocolRefusal("malformed SASLInitialResponse")
+		}
+		if !slices.Contains(mechanisms, first.AuthMechanism) {
+			return nil, &Refusal{Code: codeInvalidAuthorization, Reason: "bad_sasl_mechanism",
+				Message: fmt.Sprintf("SASL mechanism %q not offered: sekisho offers %s", first.AuthMechanism, strings.Join(mechanisms, " and ")),
+				Hint:    "Use a client that supports SCRAM-SHA-256 (libpq 10 or later)."}
+		}
+		scram := identity.NewScramServer(v, decoy, certHash, first.AuthMechanism)
+		h.ev.Method = "password"
+		if mfa {
+			scram = identity.NewScramServerAny(identity.CredentialSalt(h.s.credentialKey, user), creds, certHash, first.AuthMechanism)
+			h.ev.Method = "access_credential"
+		}
+		serverFirst, err := scram.ClientFirst(first.Data)
+		if err != nil {
+			return nil, h.loginFailed(ctx, user)
+		}
+		if err := h.send(&pgproto3.AuthenticationSASLContinue{Data: serverFirst}); err != nil {
+			return nil, &Refusal{Reason: "client_closed"}
+		}
+		body, ref = h.readPassword(cr)
+		if ref != nil {
+			return nil, ref
+		}
+		var final pgproto3.SASLResponse
+		if err := final.Decode(body); err != nil {
+			return nil, protocolRefusal("malformed SASLResponse")
+		}
+		serverFinal, err := scram.ClientFinal(final.Data)
+		if err != nil {
+			return nil, h.loginFailed(ctx, user)
+		}
+		return serverFinal, nil
 	}
-	var first pgproto3.SASLInitialResponse
-	if err := first.Decode(body); err != nil {
-		return Principal{}, nil, protocolRefusal("malformed SASLInitialResponse")
-	}
-	if !slices.Contains(mechanisms, first.AuthMechanism) {
-		return Principal{}, nil, &Refusal{Code: codeInvalidAuthorization, Reason: "bad_sasl_mechanism",
-			Message: fmt.Sprintf("SASL mechanism %q not offered: sekisho offers %s", first.AuthMechanism, strings.Join(mechanisms, " and ")),
-			Hint:    "Use a client that supports SCRAM-SHA-256 (libpq 10 or later)."}
-	}
-	scram := identity.NewScramServer(v, !known || perr != nil, certHash, first.AuthMechanism)
-	h.ev.Method = "password"
-	if mfa {
-		scram = identity.NewScramServerAny(identity.CredentialSalt(h.s.credentialKey, user), creds, certHash, first.AuthMechanism)
-		h.ev.Method = "access_credential"
-	}
-	serverFirst, err := scram.ClientFirst(first.Data)
-	if err != nil {
-		return Principal{}, nil, h.loginFailed(ctx, user)
-	}
-	if err := h.send(&pgproto3.AuthenticationSASLContinue{Data: serverFirst}); err != nil {
-		return Principal{}, nil, &Refusal{Reason: "client_closed"}
-	}
-	body, ref = h.readPassword(cr)
-	if ref != nil {
-		return Principal{}, nil, ref
-	}
-	var final pgproto3.SASLResponse
-	if err := final.Decode(body); err != nil {
-		return Principal{}, nil, protocolRefusal("malformed SASLResponse")
-	}
-	serverFinal, err := scram.ClientFinal(final.Data)
-	if err != nil {
-		return Principal{}, nil, h.loginFailed(ctx, user)
+	var serverFinal []byte
+	if certAuth {
+		h.ev.Method = "client_certificate"
+	} else {
+		var ref *Refusal
+		if serverFinal, ref = exchange(); ref != nil {
+			return Principal{}, nil, ref
+		}
 	}
 	if err := h.s.store.ClearLoginFailures(ctx, user); err != nil {
 		h.s.log.Warn("login failures not cleared", "user", user, "err", err)
@@ -428,9 +460,11 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 			Hint:    "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
 	}
 	p := Principal{User: user, Role: u.Role, Database: h.ev.Database, Source: h.source, Session: h.ev.Session}
-	if err := h.send(&pgproto3.AuthenticationSASLFinal{Data: serverFinal}); err != nil {
-		up.close()
-		return Principal{}, nil, &Refusal{Reason: "client_closed"}
+	if serverFinal != nil { // nil: authenticated by certificate, no SASL exchange
+		if err := h.send(&pgproto3.AuthenticationSASLFinal{Data: serverFinal}); err != nil {
+			up.close()
+			return Principal{}, nil, &Refusal{Reason: "client_closed"}
+		}
 	}
 	return p, up, nil
 }
@@ -568,7 +602,8 @@ func badPassword(user string, cfg *config.Config) *Refusal {
 	// The same message whether or not the account exists.
 	return &Refusal{Code: codeInvalidPassword, Reason: "bad_password",
 		Message: fmt.Sprintf("password authentication failed for user %q", user),
-		Hint: "Check the user name and password. Roles with MFA connect with an access credential: run 'sekisho login', then 'sekisho psql' or 'sekisho tunnel'. " +
+		Hint: "Check the user name and password. Roles with MFA connect with an access credential: run 'sekisho login', then 'sekisho psql' or 'sekisho tunnel'; " +
+			"service accounts connect with their client certificate (sslcert, sslkey). " +
 			"If you have lost access, ask " + cfg.Contact + "."}
 }
 

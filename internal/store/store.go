@@ -60,6 +60,9 @@ type User struct {
 	// TOTPLastStep is the last TOTP time step accepted: codes of that step
 	// or earlier are refused, so a code works once.
 	TOTPLastStep int64
+	// CertFingerprint is the SHA-256 of a service account's current
+	// client certificate ("" when none): only that one authenticates it.
+	CertFingerprint string
 }
 
 // Credential is a short-lived access credential issued at login. The
@@ -177,7 +180,8 @@ CREATE TABLE IF NOT EXISTS users (
 	expiry_warned   BIGINT NOT NULL DEFAULT 0,
 	password_hash   TEXT NOT NULL DEFAULT '',
 	totp_secret     TEXT NOT NULL DEFAULT '',
-	totp_last_step  BIGINT NOT NULL DEFAULT 0
+	totp_last_step  BIGINT NOT NULL DEFAULT 0,
+	cert_fingerprint TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS login_failures (
 	name TEXT NOT NULL,
@@ -261,7 +265,7 @@ func (s *SQLite) AddUser(ctx context.Context, u User) error {
 		u.Kind = KindEmployee
 	}
 	_, err := s.db.ExecContext(ctx,
-		`INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, userArgs(u)...)
+		`INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, userArgs(u)...)
 	if err != nil {
 		if _, gerr := s.User(ctx, u.Name); gerr == nil {
 			return fmt.Errorf("user %q: %w", u.Name, ErrExists)
@@ -332,7 +336,7 @@ func (s *SQLite) UpdateUser(ctx context.Context, name string, change func(*User)
 	args := append(userArgs(u)[1:], name)
 	if _, err := tx.ExecContext(ctx, `UPDATE users SET kind = ?, sponsor = ?, role = ?, verifier = ?, expires = ?, created = ?,
 		created_by = ?, disabled = ?, disabled_reason = ?, updated = ?, updated_by = ?, last_login = ?, expiry_warned = ?,
-		password_hash = ?, totp_secret = ?, totp_last_step = ? WHERE name = ?`, args...); err != nil {
+		password_hash = ?, totp_secret = ?, totp_last_step = ?, cert_fingerprint = ? WHERE name = ?`, args...); err != nil {
 		return User{}, fmt.Errorf("update user: %w", err)
 	}
 	return u, tx.Commit()
@@ -594,12 +598,12 @@ func (s *SQLite) UseTOTPStep(ctx context.Context, user string, step int64) (bool
 // Close implements Store.
 func (s *SQLite) Close() error { return s.db.Close() }
 
-const userColumns = `name, kind, sponsor, role, verifier, expires, created, created_by, disabled, disabled_reason, updated, updated_by, last_login, expiry_warned, password_hash, totp_secret, totp_last_step`
+const userColumns = `name, kind, sponsor, role, verifier, expires, created, created_by, disabled, disabled_reason, updated, updated_by, last_login, expiry_warned, password_hash, totp_secret, totp_last_step, cert_fingerprint`
 
 func userArgs(u User) []any {
 	return []any{u.Name, u.Kind, u.Sponsor, u.Role, u.Verifier, u.Expires.UnixMicro(), u.Created.UnixMicro(), u.CreatedBy,
 		u.Disabled, u.DisabledReason, micros(u.Updated), u.UpdatedBy, micros(u.LastLogin), micros(u.ExpiryWarned),
-		u.PasswordHash, u.TOTPSecret, u.TOTPLastStep}
+		u.PasswordHash, u.TOTPSecret, u.TOTPLastStep, u.CertFingerprint}
 }
 
 // micros stores the zero time as 0 ("never").
@@ -624,7 +628,7 @@ func scanUser(r scanner) (User, error) {
 	var expires, created, updated, lastLogin, warned int64
 	if err := r.Scan(&u.Name, &u.Kind, &u.Sponsor, &u.Role, &u.Verifier, &expires, &created, &u.CreatedBy,
 		&u.Disabled, &u.DisabledReason, &updated, &u.UpdatedBy, &lastLogin, &warned,
-		&u.PasswordHash, &u.TOTPSecret, &u.TOTPLastStep); err != nil {
+		&u.PasswordHash, &u.TOTPSecret, &u.TOTPLastStep, &u.CertFingerprint); err != nil {
 		return User{}, err
 	}
 	u.Expires = time.UnixMicro(expires).UTC()
