@@ -38,6 +38,8 @@ usage:
   sekisho user enable NAME --config FILE
   sekisho lock --all --reason TEXT --config FILE   only break-glass accounts may connect; others are ended
   sekisho unlock --config FILE
+  sekisho breakglass list [--all] --config FILE    uses of break-glass accounts awaiting review
+  sekisho breakglass review ID --note TEXT --config FILE
   sekisho login --url https://GATEWAY:PORT [--user NAME] [--ca FILE] [--lifetime 2h] [--password-stdin]
                                                    password + TOTP for a short-lived access credential
   sekisho device enroll --url https://GATEWAY:PORT --name NAME [--user NAME] [--ca FILE]
@@ -90,6 +92,8 @@ func run(args []string) int {
 		err = cmdLock(args[1:], false)
 	case "policy":
 		err = cmdPolicy(args[1:])
+	case "breakglass":
+		err = cmdBreakGlass(args[1:])
 	case "login":
 		err = cmdLogin(args[1:])
 	case "device":

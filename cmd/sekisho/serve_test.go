@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -248,9 +249,25 @@ upstreams:
 	}
 	w2.Close(t.Context())
 	auditLog, _ := os.ReadFile(filepath.Join(dir, "state", "audit.jsonl"))
-	for _, want := range []string{`"type":"gateway.lock"`, `"outcome":"locked"`, `"outcome":"unlocked"`, `"type":"break_glass.used","session":`, `break-glass login (gateway locked: true)`} {
+	for _, want := range []string{`"type":"gateway.lock"`, `"outcome":"locked"`, `"outcome":"unlocked"`, `"type":"break_glass.used","session":`, `(gateway locked: true); to be reviewed`} {
 		if !strings.Contains(string(auditLog), want) {
 			t.Errorf("audit log lacks %s", want)
 		}
+	}
+	// The uses wait for a review, which needs a note and is recorded.
+	out, err = exec.Command(bin, "breakglass", "list", "--config", cfgPath).CombinedOutput()
+	m := regexp.MustCompile(`(?m)^(\d+)\s+emergency\s.*\strue\s+NOT YET$`).FindSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("breakglass list: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "breakglass", "review", string(m[1]), "--config", cfgPath).CombinedOutput(); err == nil || !strings.Contains(string(out), "--note is required") {
+		t.Fatalf("review without a note: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "breakglass", "review", string(m[1]), "--note", "restored service, ticket 42", "--config", cfgPath).CombinedOutput(); err != nil {
+		t.Fatalf("review: %v\n%s", err, out)
+	}
+	out, _ = exec.Command(bin, "breakglass", "list", "--all", "--config", cfgPath).CombinedOutput()
+	if !strings.Contains(string(out), "restored service, ticket 42") {
+		t.Fatalf("the review is not listed:\n%s", out)
 	}
 }

@@ -434,9 +434,16 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 			Hint:    "Only emergency (break-glass) accounts may connect now; ask " + h.cfg.Contact + " when access returns."}
 	}
 	if breakGlass {
-		// Every use of an emergency account is an alert to be reviewed.
+		// Every use of an emergency account is an alert, and stays on the
+		// list of uses to review (sekisho breakglass) until someone has.
+		id, err := h.s.store.AddBreakGlassUse(ctx, store.BreakGlassUse{User: user, At: now, Source: h.source, Database: h.ev.Database, Locked: lock.Locked})
+		if err != nil {
+			h.s.log.Error("state store write failed", "err", err)
+			return Principal{}, nil, storeRefusal(h.cfg)
+		}
+		h.s.log.Warn("break-glass account used: review it with 'sekisho breakglass list'", "user", user, "source", h.source, "use", id)
 		if err := h.s.record(audit.Event{Type: audit.BreakGlass, Session: h.ev.Session, User: user, Role: u.Role,
-			Source: h.source, Database: h.ev.Database, Reason: fmt.Sprintf("break-glass login (gateway locked: %t)", lock.Locked)}); err != nil {
+			Source: h.source, Database: h.ev.Database, Reason: fmt.Sprintf("break-glass login #%d (gateway locked: %t); to be reviewed", id, lock.Locked)}); err != nil {
 			return Principal{}, nil, auditRefusal(h.cfg)
 		}
 	}

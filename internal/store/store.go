@@ -98,6 +98,20 @@ type Device struct {
 	Source      string
 }
 
+// BreakGlassUse is one login of an emergency account, kept until an
+// administrator has reviewed it.
+type BreakGlassUse struct {
+	ID         int64
+	User       string
+	At         time.Time
+	Source     string
+	Database   string
+	Locked     bool // the gateway was locked at the time
+	ReviewedBy string
+	ReviewedAt time.Time
+	Note       string
+}
+
 // Device statuses.
 const (
 	DevicePending  = "pending"
@@ -150,6 +164,13 @@ type Store interface {
 	UpdateDevice(ctx context.Context, d Device) error
 	// RevokeDeviceCredentials deletes the credentials bound to a device.
 	RevokeDeviceCredentials(ctx context.Context, device string) (int, error)
+	// AddBreakGlassUse records a break-glass login for review.
+	AddBreakGlassUse(ctx context.Context, u BreakGlassUse) (int64, error)
+	// BreakGlassUses lists break-glass logins (only unreviewed ones when
+	// pending is true), oldest first.
+	BreakGlassUses(ctx context.Context, pending bool) ([]BreakGlassUse, error)
+	// ReviewBreakGlassUse marks one reviewed.
+	ReviewBreakGlassUse(ctx context.Context, id int64, by, note string, at time.Time) error
 	// UseTOTPStep records that a user's TOTP code of step was used; it
 	// reports false (and records nothing) when that step or a later one was
 	// used before — a replayed code.
@@ -224,6 +245,17 @@ CREATE TABLE IF NOT EXISTS devices (
 	approved_by TEXT NOT NULL DEFAULT '',
 	expires     BIGINT NOT NULL DEFAULT 0,
 	source      TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS break_glass_uses (
+	id          INTEGER PRIMARY KEY AUTOINCREMENT,
+	name        TEXT NOT NULL,
+	at          BIGINT NOT NULL,
+	source      TEXT NOT NULL,
+	db          TEXT NOT NULL,
+	locked      BOOLEAN NOT NULL,
+	reviewed_by TEXT NOT NULL DEFAULT '',
+	reviewed_at BIGINT NOT NULL DEFAULT 0,
+	note        TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS secrets (
 	name  TEXT PRIMARY KEY,
@@ -583,6 +615,50 @@ func (s *SQLite) RevokeDeviceCredentials(ctx context.Context, device string) (in
 	}
 	n, _ := r.RowsAffected()
 	return int(n), nil
+}
+
+// AddBreakGlassUse implements Store.
+func (s *SQLite) AddBreakGlassUse(ctx context.Context, u BreakGlassUse) (int64, error) {
+	r, err := s.db.ExecContext(ctx, `INSERT INTO break_glass_uses (name, at, source, db, locked) VALUES (?, ?, ?, ?, ?)`,
+		u.User, u.At.UnixMicro(), u.Source, u.Database, u.Locked)
+	if err != nil {
+		return 0, fmt.Errorf("break-glass use: %w", err)
+	}
+	return r.LastInsertId()
+}
+
+// BreakGlassUses implements Store.
+func (s *SQLite) BreakGlassUses(ctx context.Context, pending bool) ([]BreakGlassUse, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, at, source, db, locked, reviewed_by, reviewed_at, note FROM break_glass_uses
+		WHERE NOT ? OR reviewed_at = 0 ORDER BY id`, pending)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []BreakGlassUse
+	for rows.Next() {
+		var u BreakGlassUse
+		var at, rat int64
+		if err := rows.Scan(&u.ID, &u.User, &at, &u.Source, &u.Database, &u.Locked, &u.ReviewedBy, &rat, &u.Note); err != nil {
+			return nil, err
+		}
+		u.At, u.ReviewedAt = time.UnixMicro(at).UTC(), fromMicros(rat)
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// ReviewBreakGlassUse implements Store.
+func (s *SQLite) ReviewBreakGlassUse(ctx context.Context, id int64, by, note string, at time.Time) error {
+	r, err := s.db.ExecContext(ctx, `UPDATE break_glass_uses SET reviewed_by = ?, reviewed_at = ?, note = ? WHERE id = ? AND reviewed_at = 0`,
+		by, at.UnixMicro(), note, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := r.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
 }
 
 // UseTOTPStep implements Store.
