@@ -54,78 +54,85 @@ func decodeJSONTree(j string, m *pg_query.ParseResult) error {
 	return nil
 }
 
-// treeDecoder reads the JSON that libpg_query writes.
+// treeDecoder reads the JSON that libpg_query writes. The generated
+// decoders drive it with open/key/close for objects and elem for arrays
+// (no closures: they made the generated file take minutes to compile).
 type treeDecoder struct {
 	s     string
 	i     int
 	depth int
+	first bool // just after '{': the next key needs no comma
 }
 
-func (d *treeDecoder) unknown(string) error { return errTree }
-
-// object reads {"key": value, ...}, handing each key to field, which
-// reads the value. null values are skipped (the field keeps its zero).
-func (d *treeDecoder) object(field func(key string) error) error {
+// open reads the '{' of an object.
+func (d *treeDecoder) open() error {
 	d.depth++
-	defer func() { d.depth-- }()
 	if d.depth > maxTreeDepth {
 		return errTree
 	}
 	if err := d.expect('{'); err != nil {
 		return err
 	}
-	if d.peek() == '}' {
-		d.i++
-		return nil
-	}
-	for {
-		key, err := d.str()
-		if err != nil {
-			return err
+	d.first = true
+	return nil
+}
+
+func (d *treeDecoder) close() { d.depth-- }
+
+// key reads the next key of the object and its colon; more is false at
+// the object's end.
+func (d *treeDecoder) key() (key string, more bool, err error) {
+	if d.first {
+		d.first = false
+		if d.peek() == '}' {
+			d.i++
+			return "", false, nil
 		}
-		if err := d.expect(':'); err != nil {
-			return err
-		}
-		if !d.literal("null") {
-			if err := field(key); err != nil {
-				return err
-			}
-		}
+	} else {
 		switch d.peek() {
 		case ',':
 			d.i++
 		case '}':
 			d.i++
-			return nil
+			return "", false, nil
 		default:
-			return errTree
+			return "", false, errTree
 		}
 	}
+	if key, err = d.str(); err != nil {
+		return "", false, err
+	}
+	if err := d.expect(':'); err != nil {
+		return "", false, err
+	}
+	return key, true, nil
 }
 
-// array reads [value, ...], calling elem for each value.
-func (d *treeDecoder) array(elem func() error) error {
-	if err := d.expect('['); err != nil {
-		return err
-	}
-	if d.peek() == ']' {
+// null skips a null value (the field keeps its zero value).
+func (d *treeDecoder) null() bool { return d.literal("null") }
+
+// elem steps through an array: true when an element follows (after '['
+// or ','), false at ']' or on an error (then set in *err). Elements of
+// parse-tree arrays are objects or strings, never arrays, so a '[' is
+// always the array's own start.
+func (d *treeDecoder) elem(err *error) bool {
+	switch d.peek() {
+	case '[':
 		d.i++
-		return nil
-	}
-	for {
-		if err := elem(); err != nil {
-			return err
-		}
-		switch d.peek() {
-		case ',':
+		if d.peek() == ']' {
 			d.i++
-		case ']':
-			d.i++
-			return nil
-		default:
-			return errTree
+			return false
 		}
+		return true
+	case ',':
+		d.i++
+		return true
+	case ']':
+		d.i++
+		return false
 	}
+	*err = errTree
+	return false
 }
 
 func (d *treeDecoder) ws() {

@@ -5,9230 +5,13274 @@ package sqlscope
 import pg_query "github.com/pganalyze/pg_query_go/v6"
 
 func (d *treeDecoder) decA_ArrayExpr(m *pg_query.A_ArrayExpr) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "elements":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Elements = append(m.Elements, x)
-				return d.decNode(x)
-			})
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "elements":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Elements = append(m.Elements, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decA_Const(m *pg_query.A_Const) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "boolval":
 			x := new(pg_query.Boolean)
 			m.Val = &pg_query.A_Const_Boolval{Boolval: x}
-			return d.decBoolean(x)
+			err = d.decBoolean(x)
 		case "bsval":
 			x := new(pg_query.BitString)
 			m.Val = &pg_query.A_Const_Bsval{Bsval: x}
-			return d.decBitString(x)
+			err = d.decBitString(x)
 		case "fval":
 			x := new(pg_query.Float)
 			m.Val = &pg_query.A_Const_Fval{Fval: x}
-			return d.decFloat(x)
+			err = d.decFloat(x)
 		case "ival":
 			x := new(pg_query.Integer)
 			m.Val = &pg_query.A_Const_Ival{Ival: x}
-			return d.decInteger(x)
+			err = d.decInteger(x)
 		case "sval":
 			x := new(pg_query.String)
 			m.Val = &pg_query.A_Const_Sval{Sval: x}
-			return d.decString(x)
+			err = d.decString(x)
 		case "isnull":
-			v, err := d.bool()
-			m.Isnull = v
-			return err
+			m.Isnull, err = d.bool()
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decA_Expr(m *pg_query.A_Expr) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "kind":
-			v, err := d.enum(pg_query.A_Expr_Kind_value)
-			m.Kind = pg_query.A_Expr_Kind(v)
-			return err
-		case "name":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Name = append(m.Name, x)
-				return d.decNode(x)
-			})
-		case "lexpr":
-			m.Lexpr = new(pg_query.Node)
-			return d.decNode(m.Lexpr)
-		case "rexpr":
-			m.Rexpr = new(pg_query.Node)
-			return d.decNode(m.Rexpr)
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "kind":
+			var v int32
+			v, err = d.enum(pg_query.A_Expr_Kind_value)
+			m.Kind = pg_query.A_Expr_Kind(v)
+		case "name":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Name = append(m.Name, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "lexpr":
+			m.Lexpr = new(pg_query.Node)
+			err = d.decNode(m.Lexpr)
+		case "rexpr":
+			m.Rexpr = new(pg_query.Node)
+			err = d.decNode(m.Rexpr)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decA_Indices(m *pg_query.A_Indices) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "is_slice":
-			v, err := d.bool()
-			m.IsSlice = v
-			return err
+			m.IsSlice, err = d.bool()
 		case "lidx":
 			m.Lidx = new(pg_query.Node)
-			return d.decNode(m.Lidx)
+			err = d.decNode(m.Lidx)
 		case "uidx":
 			m.Uidx = new(pg_query.Node)
-			return d.decNode(m.Uidx)
+			err = d.decNode(m.Uidx)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decA_Indirection(m *pg_query.A_Indirection) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "indirection":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Indirection = append(m.Indirection, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decA_Star(m *pg_query.A_Star) error {
-	return d.object(func(k string) error {
-		switch k {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAccessPriv(m *pg_query.AccessPriv) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "priv_name":
-			v, err := d.str()
-			m.PrivName = v
-			return err
+			m.PrivName, err = d.str()
 		case "cols":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Cols = append(m.Cols, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAggref(m *pg_query.Aggref) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "aggfnoid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Aggfnoid = uint32(v)
-			return err
 		case "aggtype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Aggtype = uint32(v)
-			return err
 		case "aggcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Aggcollid = uint32(v)
-			return err
 		case "inputcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Inputcollid = uint32(v)
-			return err
 		case "aggargtypes":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Aggargtypes = append(m.Aggargtypes, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "aggdirectargs":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Aggdirectargs = append(m.Aggdirectargs, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "aggorder":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Aggorder = append(m.Aggorder, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "aggdistinct":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Aggdistinct = append(m.Aggdistinct, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "aggfilter":
 			m.Aggfilter = new(pg_query.Node)
-			return d.decNode(m.Aggfilter)
+			err = d.decNode(m.Aggfilter)
 		case "aggstar":
-			v, err := d.bool()
-			m.Aggstar = v
-			return err
+			m.Aggstar, err = d.bool()
 		case "aggvariadic":
-			v, err := d.bool()
-			m.Aggvariadic = v
-			return err
+			m.Aggvariadic, err = d.bool()
 		case "aggkind":
-			v, err := d.str()
-			m.Aggkind = v
-			return err
+			m.Aggkind, err = d.str()
 		case "agglevelsup":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Agglevelsup = uint32(v)
-			return err
 		case "aggsplit":
-			v, err := d.enum(pg_query.AggSplit_value)
+			var v int32
+			v, err = d.enum(pg_query.AggSplit_value)
 			m.Aggsplit = pg_query.AggSplit(v)
-			return err
 		case "aggno":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Aggno = int32(v)
-			return err
 		case "aggtransno":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Aggtransno = int32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decAlias(m *pg_query.Alias) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "aliasname":
-			v, err := d.str()
-			m.Aliasname = v
-			return err
+			m.Aliasname, err = d.str()
 		case "colnames":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Colnames = append(m.Colnames, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterCollationStmt(m *pg_query.AlterCollationStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "collname":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Collname = append(m.Collname, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterDatabaseRefreshCollStmt(m *pg_query.AlterDatabaseRefreshCollStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "dbname":
-			v, err := d.str()
-			m.Dbname = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "dbname":
+			m.Dbname, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterDatabaseSetStmt(m *pg_query.AlterDatabaseSetStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "dbname":
-			v, err := d.str()
-			m.Dbname = v
-			return err
+			m.Dbname, err = d.str()
 		case "setstmt":
 			m.Setstmt = new(pg_query.VariableSetStmt)
-			return d.decVariableSetStmt(m.Setstmt)
+			err = d.decVariableSetStmt(m.Setstmt)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterDatabaseStmt(m *pg_query.AlterDatabaseStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "dbname":
-			v, err := d.str()
-			m.Dbname = v
-			return err
+			m.Dbname, err = d.str()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterDefaultPrivilegesStmt(m *pg_query.AlterDefaultPrivilegesStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "action":
 			m.Action = new(pg_query.GrantStmt)
-			return d.decGrantStmt(m.Action)
+			err = d.decGrantStmt(m.Action)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterDomainStmt(m *pg_query.AlterDomainStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "subtype":
-			v, err := d.str()
-			m.Subtype = v
-			return err
-		case "type_name", "typeName":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.TypeName = append(m.TypeName, x)
-				return d.decNode(x)
-			})
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "def":
-			m.Def = new(pg_query.Node)
-			return d.decNode(m.Def)
-		case "behavior":
-			v, err := d.enum(pg_query.DropBehavior_value)
-			m.Behavior = pg_query.DropBehavior(v)
-			return err
-		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "subtype":
+			m.Subtype, err = d.str()
+		case "type_name", "typeName":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.TypeName = append(m.TypeName, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "name":
+			m.Name, err = d.str()
+		case "def":
+			m.Def = new(pg_query.Node)
+			err = d.decNode(m.Def)
+		case "behavior":
+			var v int32
+			v, err = d.enum(pg_query.DropBehavior_value)
+			m.Behavior = pg_query.DropBehavior(v)
+		case "missing_ok":
+			m.MissingOk, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterEnumStmt(m *pg_query.AlterEnumStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "type_name", "typeName":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.TypeName = append(m.TypeName, x)
-				return d.decNode(x)
-			})
-		case "old_val", "oldVal":
-			v, err := d.str()
-			m.OldVal = v
-			return err
-		case "new_val", "newVal":
-			v, err := d.str()
-			m.NewVal = v
-			return err
-		case "new_val_neighbor", "newValNeighbor":
-			v, err := d.str()
-			m.NewValNeighbor = v
-			return err
-		case "new_val_is_after", "newValIsAfter":
-			v, err := d.bool()
-			m.NewValIsAfter = v
-			return err
-		case "skip_if_new_val_exists", "skipIfNewValExists":
-			v, err := d.bool()
-			m.SkipIfNewValExists = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "type_name", "typeName":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.TypeName = append(m.TypeName, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "old_val", "oldVal":
+			m.OldVal, err = d.str()
+		case "new_val", "newVal":
+			m.NewVal, err = d.str()
+		case "new_val_neighbor", "newValNeighbor":
+			m.NewValNeighbor, err = d.str()
+		case "new_val_is_after", "newValIsAfter":
+			m.NewValIsAfter, err = d.bool()
+		case "skip_if_new_val_exists", "skipIfNewValExists":
+			m.SkipIfNewValExists, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterEventTrigStmt(m *pg_query.AlterEventTrigStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "trigname":
-			v, err := d.str()
-			m.Trigname = v
-			return err
-		case "tgenabled":
-			v, err := d.str()
-			m.Tgenabled = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "trigname":
+			m.Trigname, err = d.str()
+		case "tgenabled":
+			m.Tgenabled, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterExtensionContentsStmt(m *pg_query.AlterExtensionContentsStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "extname":
-			v, err := d.str()
-			m.Extname = v
-			return err
+			m.Extname, err = d.str()
 		case "action":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Action = int32(v)
-			return err
 		case "objtype":
-			v, err := d.enum(pg_query.ObjectType_value)
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
 			m.Objtype = pg_query.ObjectType(v)
-			return err
 		case "object":
 			m.Object = new(pg_query.Node)
-			return d.decNode(m.Object)
+			err = d.decNode(m.Object)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterExtensionStmt(m *pg_query.AlterExtensionStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "extname":
-			v, err := d.str()
-			m.Extname = v
-			return err
+			m.Extname, err = d.str()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterFdwStmt(m *pg_query.AlterFdwStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "fdwname":
-			v, err := d.str()
-			m.Fdwname = v
-			return err
+			m.Fdwname, err = d.str()
 		case "func_options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.FuncOptions = append(m.FuncOptions, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterForeignServerStmt(m *pg_query.AlterForeignServerStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "servername":
-			v, err := d.str()
-			m.Servername = v
-			return err
-		case "version":
-			v, err := d.str()
-			m.Version = v
-			return err
-		case "options":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
-		case "has_version":
-			v, err := d.bool()
-			m.HasVersion = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "servername":
+			m.Servername, err = d.str()
+		case "version":
+			m.Version, err = d.str()
+		case "options":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Options = append(m.Options, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "has_version":
+			m.HasVersion, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterFunctionStmt(m *pg_query.AlterFunctionStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "objtype":
-			v, err := d.enum(pg_query.ObjectType_value)
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
 			m.Objtype = pg_query.ObjectType(v)
-			return err
 		case "func":
 			m.Func = new(pg_query.ObjectWithArgs)
-			return d.decObjectWithArgs(m.Func)
+			err = d.decObjectWithArgs(m.Func)
 		case "actions":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Actions = append(m.Actions, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterObjectDependsStmt(m *pg_query.AlterObjectDependsStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "object_type", "objectType":
-			v, err := d.enum(pg_query.ObjectType_value)
-			m.ObjectType = pg_query.ObjectType(v)
-			return err
-		case "relation":
-			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
-		case "object":
-			m.Object = new(pg_query.Node)
-			return d.decNode(m.Object)
-		case "extname":
-			m.Extname = new(pg_query.String)
-			return d.decString(m.Extname)
-		case "remove":
-			v, err := d.bool()
-			m.Remove = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "object_type", "objectType":
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
+			m.ObjectType = pg_query.ObjectType(v)
+		case "relation":
+			m.Relation = new(pg_query.RangeVar)
+			err = d.decRangeVar(m.Relation)
+		case "object":
+			m.Object = new(pg_query.Node)
+			err = d.decNode(m.Object)
+		case "extname":
+			m.Extname = new(pg_query.String)
+			err = d.decString(m.Extname)
+		case "remove":
+			m.Remove, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterObjectSchemaStmt(m *pg_query.AlterObjectSchemaStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "object_type", "objectType":
-			v, err := d.enum(pg_query.ObjectType_value)
-			m.ObjectType = pg_query.ObjectType(v)
-			return err
-		case "relation":
-			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
-		case "object":
-			m.Object = new(pg_query.Node)
-			return d.decNode(m.Object)
-		case "newschema":
-			v, err := d.str()
-			m.Newschema = v
-			return err
-		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "object_type", "objectType":
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
+			m.ObjectType = pg_query.ObjectType(v)
+		case "relation":
+			m.Relation = new(pg_query.RangeVar)
+			err = d.decRangeVar(m.Relation)
+		case "object":
+			m.Object = new(pg_query.Node)
+			err = d.decNode(m.Object)
+		case "newschema":
+			m.Newschema, err = d.str()
+		case "missing_ok":
+			m.MissingOk, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterOpFamilyStmt(m *pg_query.AlterOpFamilyStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "opfamilyname":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Opfamilyname = append(m.Opfamilyname, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "amname":
-			v, err := d.str()
-			m.Amname = v
-			return err
+			m.Amname, err = d.str()
 		case "is_drop", "isDrop":
-			v, err := d.bool()
-			m.IsDrop = v
-			return err
+			m.IsDrop, err = d.bool()
 		case "items":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Items = append(m.Items, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterOperatorStmt(m *pg_query.AlterOperatorStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "opername":
 			m.Opername = new(pg_query.ObjectWithArgs)
-			return d.decObjectWithArgs(m.Opername)
+			err = d.decObjectWithArgs(m.Opername)
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterOwnerStmt(m *pg_query.AlterOwnerStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "object_type", "objectType":
-			v, err := d.enum(pg_query.ObjectType_value)
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
 			m.ObjectType = pg_query.ObjectType(v)
-			return err
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "object":
 			m.Object = new(pg_query.Node)
-			return d.decNode(m.Object)
+			err = d.decNode(m.Object)
 		case "newowner":
 			m.Newowner = new(pg_query.RoleSpec)
-			return d.decRoleSpec(m.Newowner)
+			err = d.decRoleSpec(m.Newowner)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterPolicyStmt(m *pg_query.AlterPolicyStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "policy_name":
-			v, err := d.str()
-			m.PolicyName = v
-			return err
+			m.PolicyName, err = d.str()
 		case "table":
 			m.Table = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Table)
+			err = d.decRangeVar(m.Table)
 		case "roles":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Roles = append(m.Roles, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "qual":
 			m.Qual = new(pg_query.Node)
-			return d.decNode(m.Qual)
+			err = d.decNode(m.Qual)
 		case "with_check":
 			m.WithCheck = new(pg_query.Node)
-			return d.decNode(m.WithCheck)
+			err = d.decNode(m.WithCheck)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterPublicationStmt(m *pg_query.AlterPublicationStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "pubname":
-			v, err := d.str()
-			m.Pubname = v
-			return err
-		case "options":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
-		case "pubobjects":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Pubobjects = append(m.Pubobjects, x)
-				return d.decNode(x)
-			})
-		case "for_all_tables":
-			v, err := d.bool()
-			m.ForAllTables = v
-			return err
-		case "action":
-			v, err := d.enum(pg_query.AlterPublicationAction_value)
-			m.Action = pg_query.AlterPublicationAction(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "pubname":
+			m.Pubname, err = d.str()
+		case "options":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Options = append(m.Options, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "pubobjects":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Pubobjects = append(m.Pubobjects, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "for_all_tables":
+			m.ForAllTables, err = d.bool()
+		case "action":
+			var v int32
+			v, err = d.enum(pg_query.AlterPublicationAction_value)
+			m.Action = pg_query.AlterPublicationAction(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterRoleSetStmt(m *pg_query.AlterRoleSetStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "role":
 			m.Role = new(pg_query.RoleSpec)
-			return d.decRoleSpec(m.Role)
+			err = d.decRoleSpec(m.Role)
 		case "database":
-			v, err := d.str()
-			m.Database = v
-			return err
+			m.Database, err = d.str()
 		case "setstmt":
 			m.Setstmt = new(pg_query.VariableSetStmt)
-			return d.decVariableSetStmt(m.Setstmt)
+			err = d.decVariableSetStmt(m.Setstmt)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterRoleStmt(m *pg_query.AlterRoleStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "role":
 			m.Role = new(pg_query.RoleSpec)
-			return d.decRoleSpec(m.Role)
+			err = d.decRoleSpec(m.Role)
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "action":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Action = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decAlterSeqStmt(m *pg_query.AlterSeqStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "sequence":
 			m.Sequence = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Sequence)
+			err = d.decRangeVar(m.Sequence)
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "for_identity":
-			v, err := d.bool()
-			m.ForIdentity = v
-			return err
+			m.ForIdentity, err = d.bool()
 		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
+			m.MissingOk, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decAlterStatsStmt(m *pg_query.AlterStatsStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "defnames":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Defnames = append(m.Defnames, x)
-				return d.decNode(x)
-			})
-		case "stxstattarget":
-			m.Stxstattarget = new(pg_query.Node)
-			return d.decNode(m.Stxstattarget)
-		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "defnames":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Defnames = append(m.Defnames, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "stxstattarget":
+			m.Stxstattarget = new(pg_query.Node)
+			err = d.decNode(m.Stxstattarget)
+		case "missing_ok":
+			m.MissingOk, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterSubscriptionStmt(m *pg_query.AlterSubscriptionStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "kind":
-			v, err := d.enum(pg_query.AlterSubscriptionType_value)
-			m.Kind = pg_query.AlterSubscriptionType(v)
-			return err
-		case "subname":
-			v, err := d.str()
-			m.Subname = v
-			return err
-		case "conninfo":
-			v, err := d.str()
-			m.Conninfo = v
-			return err
-		case "publication":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Publication = append(m.Publication, x)
-				return d.decNode(x)
-			})
-		case "options":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
-		case "conninfo_location":
-			v, err := d.int(32)
-			m.ConninfoLocation = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "kind":
+			var v int32
+			v, err = d.enum(pg_query.AlterSubscriptionType_value)
+			m.Kind = pg_query.AlterSubscriptionType(v)
+		case "subname":
+			m.Subname, err = d.str()
+		case "conninfo":
+			m.Conninfo, err = d.str()
+		case "publication":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Publication = append(m.Publication, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "options":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Options = append(m.Options, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "conninfo_location":
+			var v int64
+			v, err = d.int(32)
+			m.ConninfoLocation = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterSystemStmt(m *pg_query.AlterSystemStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "setstmt":
 			m.Setstmt = new(pg_query.VariableSetStmt)
-			return d.decVariableSetStmt(m.Setstmt)
+			err = d.decVariableSetStmt(m.Setstmt)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterTSConfigurationStmt(m *pg_query.AlterTSConfigurationStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "kind":
-			v, err := d.enum(pg_query.AlterTSConfigType_value)
-			m.Kind = pg_query.AlterTSConfigType(v)
-			return err
-		case "cfgname":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Cfgname = append(m.Cfgname, x)
-				return d.decNode(x)
-			})
-		case "tokentype":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Tokentype = append(m.Tokentype, x)
-				return d.decNode(x)
-			})
-		case "dicts":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Dicts = append(m.Dicts, x)
-				return d.decNode(x)
-			})
-		case "override":
-			v, err := d.bool()
-			m.Override = v
-			return err
-		case "replace":
-			v, err := d.bool()
-			m.Replace = v
-			return err
-		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "kind":
+			var v int32
+			v, err = d.enum(pg_query.AlterTSConfigType_value)
+			m.Kind = pg_query.AlterTSConfigType(v)
+		case "cfgname":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Cfgname = append(m.Cfgname, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "tokentype":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Tokentype = append(m.Tokentype, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "dicts":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Dicts = append(m.Dicts, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "override":
+			m.Override, err = d.bool()
+		case "replace":
+			m.Replace, err = d.bool()
+		case "missing_ok":
+			m.MissingOk, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterTSDictionaryStmt(m *pg_query.AlterTSDictionaryStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "dictname":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Dictname = append(m.Dictname, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterTableCmd(m *pg_query.AlterTableCmd) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "subtype":
-			v, err := d.enum(pg_query.AlterTableType_value)
-			m.Subtype = pg_query.AlterTableType(v)
-			return err
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "num":
-			v, err := d.int(32)
-			m.Num = int32(v)
-			return err
-		case "newowner":
-			m.Newowner = new(pg_query.RoleSpec)
-			return d.decRoleSpec(m.Newowner)
-		case "def":
-			m.Def = new(pg_query.Node)
-			return d.decNode(m.Def)
-		case "behavior":
-			v, err := d.enum(pg_query.DropBehavior_value)
-			m.Behavior = pg_query.DropBehavior(v)
-			return err
-		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
-			return err
-		case "recurse":
-			v, err := d.bool()
-			m.Recurse = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "subtype":
+			var v int32
+			v, err = d.enum(pg_query.AlterTableType_value)
+			m.Subtype = pg_query.AlterTableType(v)
+		case "name":
+			m.Name, err = d.str()
+		case "num":
+			var v int64
+			v, err = d.int(32)
+			m.Num = int32(v)
+		case "newowner":
+			m.Newowner = new(pg_query.RoleSpec)
+			err = d.decRoleSpec(m.Newowner)
+		case "def":
+			m.Def = new(pg_query.Node)
+			err = d.decNode(m.Def)
+		case "behavior":
+			var v int32
+			v, err = d.enum(pg_query.DropBehavior_value)
+			m.Behavior = pg_query.DropBehavior(v)
+		case "missing_ok":
+			m.MissingOk, err = d.bool()
+		case "recurse":
+			m.Recurse, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterTableMoveAllStmt(m *pg_query.AlterTableMoveAllStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "orig_tablespacename":
-			v, err := d.str()
-			m.OrigTablespacename = v
-			return err
-		case "objtype":
-			v, err := d.enum(pg_query.ObjectType_value)
-			m.Objtype = pg_query.ObjectType(v)
-			return err
-		case "roles":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Roles = append(m.Roles, x)
-				return d.decNode(x)
-			})
-		case "new_tablespacename":
-			v, err := d.str()
-			m.NewTablespacename = v
-			return err
-		case "nowait":
-			v, err := d.bool()
-			m.Nowait = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "orig_tablespacename":
+			m.OrigTablespacename, err = d.str()
+		case "objtype":
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
+			m.Objtype = pg_query.ObjectType(v)
+		case "roles":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Roles = append(m.Roles, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "new_tablespacename":
+			m.NewTablespacename, err = d.str()
+		case "nowait":
+			m.Nowait, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterTableSpaceOptionsStmt(m *pg_query.AlterTableSpaceOptionsStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "tablespacename":
-			v, err := d.str()
-			m.Tablespacename = v
-			return err
-		case "options":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
-		case "is_reset", "isReset":
-			v, err := d.bool()
-			m.IsReset = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "tablespacename":
+			m.Tablespacename, err = d.str()
+		case "options":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Options = append(m.Options, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "is_reset", "isReset":
+			m.IsReset, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterTableStmt(m *pg_query.AlterTableStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "cmds":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Cmds = append(m.Cmds, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "objtype":
-			v, err := d.enum(pg_query.ObjectType_value)
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
 			m.Objtype = pg_query.ObjectType(v)
-			return err
 		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
+			m.MissingOk, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decAlterTypeStmt(m *pg_query.AlterTypeStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "type_name", "typeName":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.TypeName = append(m.TypeName, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlterUserMappingStmt(m *pg_query.AlterUserMappingStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "user":
 			m.User = new(pg_query.RoleSpec)
-			return d.decRoleSpec(m.User)
+			err = d.decRoleSpec(m.User)
 		case "servername":
-			v, err := d.str()
-			m.Servername = v
-			return err
+			m.Servername, err = d.str()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decAlternativeSubPlan(m *pg_query.AlternativeSubPlan) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "subplans":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Subplans = append(m.Subplans, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decArrayCoerceExpr(m *pg_query.ArrayCoerceExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "elemexpr":
 			m.Elemexpr = new(pg_query.Node)
-			return d.decNode(m.Elemexpr)
+			err = d.decNode(m.Elemexpr)
 		case "resulttype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resulttype = uint32(v)
-			return err
 		case "resulttypmod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Resulttypmod = int32(v)
-			return err
 		case "resultcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resultcollid = uint32(v)
-			return err
 		case "coerceformat":
-			v, err := d.enum(pg_query.CoercionForm_value)
+			var v int32
+			v, err = d.enum(pg_query.CoercionForm_value)
 			m.Coerceformat = pg_query.CoercionForm(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decArrayExpr(m *pg_query.ArrayExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "array_typeid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.ArrayTypeid = uint32(v)
-			return err
 		case "array_collid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.ArrayCollid = uint32(v)
-			return err
 		case "element_typeid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.ElementTypeid = uint32(v)
-			return err
 		case "elements":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Elements = append(m.Elements, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "multidims":
-			v, err := d.bool()
-			m.Multidims = v
-			return err
+			m.Multidims, err = d.bool()
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decBitString(m *pg_query.BitString) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "bsval":
-			v, err := d.str()
-			m.Bsval = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "bsval":
+			m.Bsval, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decBoolExpr(m *pg_query.BoolExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "boolop":
-			v, err := d.enum(pg_query.BoolExprType_value)
+			var v int32
+			v, err = d.enum(pg_query.BoolExprType_value)
 			m.Boolop = pg_query.BoolExprType(v)
-			return err
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decBoolean(m *pg_query.Boolean) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "boolval":
-			v, err := d.bool()
-			m.Boolval = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "boolval":
+			m.Boolval, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decBooleanTest(m *pg_query.BooleanTest) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "booltesttype":
-			v, err := d.enum(pg_query.BoolTestType_value)
+			var v int32
+			v, err = d.enum(pg_query.BoolTestType_value)
 			m.Booltesttype = pg_query.BoolTestType(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCTECycleClause(m *pg_query.CTECycleClause) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "cycle_col_list":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.CycleColList = append(m.CycleColList, x)
-				return d.decNode(x)
-			})
-		case "cycle_mark_column":
-			v, err := d.str()
-			m.CycleMarkColumn = v
-			return err
-		case "cycle_mark_value":
-			m.CycleMarkValue = new(pg_query.Node)
-			return d.decNode(m.CycleMarkValue)
-		case "cycle_mark_default":
-			m.CycleMarkDefault = new(pg_query.Node)
-			return d.decNode(m.CycleMarkDefault)
-		case "cycle_path_column":
-			v, err := d.str()
-			m.CyclePathColumn = v
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
-			return err
-		case "cycle_mark_type":
-			v, err := d.uint(32)
-			m.CycleMarkType = uint32(v)
-			return err
-		case "cycle_mark_typmod":
-			v, err := d.int(32)
-			m.CycleMarkTypmod = int32(v)
-			return err
-		case "cycle_mark_collation":
-			v, err := d.uint(32)
-			m.CycleMarkCollation = uint32(v)
-			return err
-		case "cycle_mark_neop":
-			v, err := d.uint(32)
-			m.CycleMarkNeop = uint32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "cycle_col_list":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.CycleColList = append(m.CycleColList, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "cycle_mark_column":
+			m.CycleMarkColumn, err = d.str()
+		case "cycle_mark_value":
+			m.CycleMarkValue = new(pg_query.Node)
+			err = d.decNode(m.CycleMarkValue)
+		case "cycle_mark_default":
+			m.CycleMarkDefault = new(pg_query.Node)
+			err = d.decNode(m.CycleMarkDefault)
+		case "cycle_path_column":
+			m.CyclePathColumn, err = d.str()
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		case "cycle_mark_type":
+			var v uint64
+			v, err = d.uint(32)
+			m.CycleMarkType = uint32(v)
+		case "cycle_mark_typmod":
+			var v int64
+			v, err = d.int(32)
+			m.CycleMarkTypmod = int32(v)
+		case "cycle_mark_collation":
+			var v uint64
+			v, err = d.uint(32)
+			m.CycleMarkCollation = uint32(v)
+		case "cycle_mark_neop":
+			var v uint64
+			v, err = d.uint(32)
+			m.CycleMarkNeop = uint32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCTESearchClause(m *pg_query.CTESearchClause) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "search_col_list":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.SearchColList = append(m.SearchColList, x)
-				return d.decNode(x)
-			})
-		case "search_breadth_first":
-			v, err := d.bool()
-			m.SearchBreadthFirst = v
-			return err
-		case "search_seq_column":
-			v, err := d.str()
-			m.SearchSeqColumn = v
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "search_col_list":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.SearchColList = append(m.SearchColList, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "search_breadth_first":
+			m.SearchBreadthFirst, err = d.bool()
+		case "search_seq_column":
+			m.SearchSeqColumn, err = d.str()
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCallContext(m *pg_query.CallContext) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "atomic":
-			v, err := d.bool()
-			m.Atomic = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "atomic":
+			m.Atomic, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCallStmt(m *pg_query.CallStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "funccall":
 			m.Funccall = new(pg_query.FuncCall)
-			return d.decFuncCall(m.Funccall)
+			err = d.decFuncCall(m.Funccall)
 		case "funcexpr":
 			m.Funcexpr = new(pg_query.FuncExpr)
-			return d.decFuncExpr(m.Funcexpr)
+			err = d.decFuncExpr(m.Funcexpr)
 		case "outargs":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Outargs = append(m.Outargs, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCaseExpr(m *pg_query.CaseExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "casetype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Casetype = uint32(v)
-			return err
 		case "casecollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Casecollid = uint32(v)
-			return err
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "defresult":
 			m.Defresult = new(pg_query.Node)
-			return d.decNode(m.Defresult)
+			err = d.decNode(m.Defresult)
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCaseTestExpr(m *pg_query.CaseTestExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "type_id", "typeId":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.TypeId = uint32(v)
-			return err
 		case "type_mod", "typeMod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.TypeMod = int32(v)
-			return err
 		case "collation":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Collation = uint32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCaseWhen(m *pg_query.CaseWhen) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "expr":
 			m.Expr = new(pg_query.Node)
-			return d.decNode(m.Expr)
+			err = d.decNode(m.Expr)
 		case "result":
 			m.Result = new(pg_query.Node)
-			return d.decNode(m.Result)
+			err = d.decNode(m.Result)
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCheckPointStmt(m *pg_query.CheckPointStmt) error {
-	return d.object(func(k string) error {
-		switch k {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decClosePortalStmt(m *pg_query.ClosePortalStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "portalname":
-			v, err := d.str()
-			m.Portalname = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "portalname":
+			m.Portalname, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decClusterStmt(m *pg_query.ClusterStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "indexname":
-			v, err := d.str()
-			m.Indexname = v
-			return err
+			m.Indexname, err = d.str()
 		case "params":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Params = append(m.Params, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCoalesceExpr(m *pg_query.CoalesceExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "coalescetype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Coalescetype = uint32(v)
-			return err
 		case "coalescecollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Coalescecollid = uint32(v)
-			return err
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCoerceToDomain(m *pg_query.CoerceToDomain) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "resulttype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resulttype = uint32(v)
-			return err
 		case "resulttypmod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Resulttypmod = int32(v)
-			return err
 		case "resultcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resultcollid = uint32(v)
-			return err
 		case "coercionformat":
-			v, err := d.enum(pg_query.CoercionForm_value)
+			var v int32
+			v, err = d.enum(pg_query.CoercionForm_value)
 			m.Coercionformat = pg_query.CoercionForm(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCoerceToDomainValue(m *pg_query.CoerceToDomainValue) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "type_id", "typeId":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.TypeId = uint32(v)
-			return err
 		case "type_mod", "typeMod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.TypeMod = int32(v)
-			return err
 		case "collation":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Collation = uint32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCoerceViaIO(m *pg_query.CoerceViaIO) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "resulttype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resulttype = uint32(v)
-			return err
 		case "resultcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resultcollid = uint32(v)
-			return err
 		case "coerceformat":
-			v, err := d.enum(pg_query.CoercionForm_value)
+			var v int32
+			v, err = d.enum(pg_query.CoercionForm_value)
 			m.Coerceformat = pg_query.CoercionForm(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCollateClause(m *pg_query.CollateClause) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "collname":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Collname = append(m.Collname, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCollateExpr(m *pg_query.CollateExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "coll_oid", "collOid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.CollOid = uint32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decColumnDef(m *pg_query.ColumnDef) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "colname":
-			v, err := d.str()
-			m.Colname = v
-			return err
-		case "type_name", "typeName":
-			m.TypeName = new(pg_query.TypeName)
-			return d.decTypeName(m.TypeName)
-		case "compression":
-			v, err := d.str()
-			m.Compression = v
-			return err
-		case "inhcount":
-			v, err := d.int(32)
-			m.Inhcount = int32(v)
-			return err
-		case "is_local":
-			v, err := d.bool()
-			m.IsLocal = v
-			return err
-		case "is_not_null":
-			v, err := d.bool()
-			m.IsNotNull = v
-			return err
-		case "is_from_type":
-			v, err := d.bool()
-			m.IsFromType = v
-			return err
-		case "storage":
-			v, err := d.str()
-			m.Storage = v
-			return err
-		case "storage_name":
-			v, err := d.str()
-			m.StorageName = v
-			return err
-		case "raw_default":
-			m.RawDefault = new(pg_query.Node)
-			return d.decNode(m.RawDefault)
-		case "cooked_default":
-			m.CookedDefault = new(pg_query.Node)
-			return d.decNode(m.CookedDefault)
-		case "identity":
-			v, err := d.str()
-			m.Identity = v
-			return err
-		case "identity_sequence", "identitySequence":
-			m.IdentitySequence = new(pg_query.RangeVar)
-			return d.decRangeVar(m.IdentitySequence)
-		case "generated":
-			v, err := d.str()
-			m.Generated = v
-			return err
-		case "coll_clause", "collClause":
-			m.CollClause = new(pg_query.CollateClause)
-			return d.decCollateClause(m.CollClause)
-		case "coll_oid", "collOid":
-			v, err := d.uint(32)
-			m.CollOid = uint32(v)
-			return err
-		case "constraints":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Constraints = append(m.Constraints, x)
-				return d.decNode(x)
-			})
-		case "fdwoptions":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Fdwoptions = append(m.Fdwoptions, x)
-				return d.decNode(x)
-			})
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "colname":
+			m.Colname, err = d.str()
+		case "type_name", "typeName":
+			m.TypeName = new(pg_query.TypeName)
+			err = d.decTypeName(m.TypeName)
+		case "compression":
+			m.Compression, err = d.str()
+		case "inhcount":
+			var v int64
+			v, err = d.int(32)
+			m.Inhcount = int32(v)
+		case "is_local":
+			m.IsLocal, err = d.bool()
+		case "is_not_null":
+			m.IsNotNull, err = d.bool()
+		case "is_from_type":
+			m.IsFromType, err = d.bool()
+		case "storage":
+			m.Storage, err = d.str()
+		case "storage_name":
+			m.StorageName, err = d.str()
+		case "raw_default":
+			m.RawDefault = new(pg_query.Node)
+			err = d.decNode(m.RawDefault)
+		case "cooked_default":
+			m.CookedDefault = new(pg_query.Node)
+			err = d.decNode(m.CookedDefault)
+		case "identity":
+			m.Identity, err = d.str()
+		case "identity_sequence", "identitySequence":
+			m.IdentitySequence = new(pg_query.RangeVar)
+			err = d.decRangeVar(m.IdentitySequence)
+		case "generated":
+			m.Generated, err = d.str()
+		case "coll_clause", "collClause":
+			m.CollClause = new(pg_query.CollateClause)
+			err = d.decCollateClause(m.CollClause)
+		case "coll_oid", "collOid":
+			var v uint64
+			v, err = d.uint(32)
+			m.CollOid = uint32(v)
+		case "constraints":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Constraints = append(m.Constraints, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "fdwoptions":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Fdwoptions = append(m.Fdwoptions, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decColumnRef(m *pg_query.ColumnRef) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "fields":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Fields = append(m.Fields, x)
-				return d.decNode(x)
-			})
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "fields":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Fields = append(m.Fields, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCommentStmt(m *pg_query.CommentStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "objtype":
-			v, err := d.enum(pg_query.ObjectType_value)
-			m.Objtype = pg_query.ObjectType(v)
-			return err
-		case "object":
-			m.Object = new(pg_query.Node)
-			return d.decNode(m.Object)
-		case "comment":
-			v, err := d.str()
-			m.Comment = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "objtype":
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
+			m.Objtype = pg_query.ObjectType(v)
+		case "object":
+			m.Object = new(pg_query.Node)
+			err = d.decNode(m.Object)
+		case "comment":
+			m.Comment, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCommonTableExpr(m *pg_query.CommonTableExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "ctename":
-			v, err := d.str()
-			m.Ctename = v
-			return err
+			m.Ctename, err = d.str()
 		case "aliascolnames":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Aliascolnames = append(m.Aliascolnames, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "ctematerialized":
-			v, err := d.enum(pg_query.CTEMaterialize_value)
+			var v int32
+			v, err = d.enum(pg_query.CTEMaterialize_value)
 			m.Ctematerialized = pg_query.CTEMaterialize(v)
-			return err
 		case "ctequery":
 			m.Ctequery = new(pg_query.Node)
-			return d.decNode(m.Ctequery)
+			err = d.decNode(m.Ctequery)
 		case "search_clause":
 			m.SearchClause = new(pg_query.CTESearchClause)
-			return d.decCTESearchClause(m.SearchClause)
+			err = d.decCTESearchClause(m.SearchClause)
 		case "cycle_clause":
 			m.CycleClause = new(pg_query.CTECycleClause)
-			return d.decCTECycleClause(m.CycleClause)
+			err = d.decCTECycleClause(m.CycleClause)
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
-			return err
 		case "cterecursive":
-			v, err := d.bool()
-			m.Cterecursive = v
-			return err
+			m.Cterecursive, err = d.bool()
 		case "cterefcount":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Cterefcount = int32(v)
-			return err
 		case "ctecolnames":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Ctecolnames = append(m.Ctecolnames, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "ctecoltypes":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Ctecoltypes = append(m.Ctecoltypes, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "ctecoltypmods":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Ctecoltypmods = append(m.Ctecoltypmods, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "ctecolcollations":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Ctecolcollations = append(m.Ctecolcollations, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCompositeTypeStmt(m *pg_query.CompositeTypeStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "typevar":
 			m.Typevar = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Typevar)
+			err = d.decRangeVar(m.Typevar)
 		case "coldeflist":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Coldeflist = append(m.Coldeflist, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decConstraint(m *pg_query.Constraint) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "contype":
-			v, err := d.enum(pg_query.ConstrType_value)
-			m.Contype = pg_query.ConstrType(v)
-			return err
-		case "conname":
-			v, err := d.str()
-			m.Conname = v
-			return err
-		case "deferrable":
-			v, err := d.bool()
-			m.Deferrable = v
-			return err
-		case "initdeferred":
-			v, err := d.bool()
-			m.Initdeferred = v
-			return err
-		case "skip_validation":
-			v, err := d.bool()
-			m.SkipValidation = v
-			return err
-		case "initially_valid":
-			v, err := d.bool()
-			m.InitiallyValid = v
-			return err
-		case "is_no_inherit":
-			v, err := d.bool()
-			m.IsNoInherit = v
-			return err
-		case "raw_expr":
-			m.RawExpr = new(pg_query.Node)
-			return d.decNode(m.RawExpr)
-		case "cooked_expr":
-			v, err := d.str()
-			m.CookedExpr = v
-			return err
-		case "generated_when":
-			v, err := d.str()
-			m.GeneratedWhen = v
-			return err
-		case "inhcount":
-			v, err := d.int(32)
-			m.Inhcount = int32(v)
-			return err
-		case "nulls_not_distinct":
-			v, err := d.bool()
-			m.NullsNotDistinct = v
-			return err
-		case "keys":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Keys = append(m.Keys, x)
-				return d.decNode(x)
-			})
-		case "including":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Including = append(m.Including, x)
-				return d.decNode(x)
-			})
-		case "exclusions":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Exclusions = append(m.Exclusions, x)
-				return d.decNode(x)
-			})
-		case "options":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
-		case "indexname":
-			v, err := d.str()
-			m.Indexname = v
-			return err
-		case "indexspace":
-			v, err := d.str()
-			m.Indexspace = v
-			return err
-		case "reset_default_tblspc":
-			v, err := d.bool()
-			m.ResetDefaultTblspc = v
-			return err
-		case "access_method":
-			v, err := d.str()
-			m.AccessMethod = v
-			return err
-		case "where_clause":
-			m.WhereClause = new(pg_query.Node)
-			return d.decNode(m.WhereClause)
-		case "pktable":
-			m.Pktable = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Pktable)
-		case "fk_attrs":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.FkAttrs = append(m.FkAttrs, x)
-				return d.decNode(x)
-			})
-		case "pk_attrs":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.PkAttrs = append(m.PkAttrs, x)
-				return d.decNode(x)
-			})
-		case "fk_matchtype":
-			v, err := d.str()
-			m.FkMatchtype = v
-			return err
-		case "fk_upd_action":
-			v, err := d.str()
-			m.FkUpdAction = v
-			return err
-		case "fk_del_action":
-			v, err := d.str()
-			m.FkDelAction = v
-			return err
-		case "fk_del_set_cols":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.FkDelSetCols = append(m.FkDelSetCols, x)
-				return d.decNode(x)
-			})
-		case "old_conpfeqop":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.OldConpfeqop = append(m.OldConpfeqop, x)
-				return d.decNode(x)
-			})
-		case "old_pktable_oid":
-			v, err := d.uint(32)
-			m.OldPktableOid = uint32(v)
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "contype":
+			var v int32
+			v, err = d.enum(pg_query.ConstrType_value)
+			m.Contype = pg_query.ConstrType(v)
+		case "conname":
+			m.Conname, err = d.str()
+		case "deferrable":
+			m.Deferrable, err = d.bool()
+		case "initdeferred":
+			m.Initdeferred, err = d.bool()
+		case "skip_validation":
+			m.SkipValidation, err = d.bool()
+		case "initially_valid":
+			m.InitiallyValid, err = d.bool()
+		case "is_no_inherit":
+			m.IsNoInherit, err = d.bool()
+		case "raw_expr":
+			m.RawExpr = new(pg_query.Node)
+			err = d.decNode(m.RawExpr)
+		case "cooked_expr":
+			m.CookedExpr, err = d.str()
+		case "generated_when":
+			m.GeneratedWhen, err = d.str()
+		case "inhcount":
+			var v int64
+			v, err = d.int(32)
+			m.Inhcount = int32(v)
+		case "nulls_not_distinct":
+			m.NullsNotDistinct, err = d.bool()
+		case "keys":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Keys = append(m.Keys, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "including":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Including = append(m.Including, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "exclusions":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Exclusions = append(m.Exclusions, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "options":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Options = append(m.Options, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "indexname":
+			m.Indexname, err = d.str()
+		case "indexspace":
+			m.Indexspace, err = d.str()
+		case "reset_default_tblspc":
+			m.ResetDefaultTblspc, err = d.bool()
+		case "access_method":
+			m.AccessMethod, err = d.str()
+		case "where_clause":
+			m.WhereClause = new(pg_query.Node)
+			err = d.decNode(m.WhereClause)
+		case "pktable":
+			m.Pktable = new(pg_query.RangeVar)
+			err = d.decRangeVar(m.Pktable)
+		case "fk_attrs":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.FkAttrs = append(m.FkAttrs, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "pk_attrs":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.PkAttrs = append(m.PkAttrs, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "fk_matchtype":
+			m.FkMatchtype, err = d.str()
+		case "fk_upd_action":
+			m.FkUpdAction, err = d.str()
+		case "fk_del_action":
+			m.FkDelAction, err = d.str()
+		case "fk_del_set_cols":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.FkDelSetCols = append(m.FkDelSetCols, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "old_conpfeqop":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.OldConpfeqop = append(m.OldConpfeqop, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "old_pktable_oid":
+			var v uint64
+			v, err = d.uint(32)
+			m.OldPktableOid = uint32(v)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decConstraintsSetStmt(m *pg_query.ConstraintsSetStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "constraints":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Constraints = append(m.Constraints, x)
-				return d.decNode(x)
-			})
-		case "deferred":
-			v, err := d.bool()
-			m.Deferred = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "constraints":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Constraints = append(m.Constraints, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "deferred":
+			m.Deferred, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decConvertRowtypeExpr(m *pg_query.ConvertRowtypeExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "resulttype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resulttype = uint32(v)
-			return err
 		case "convertformat":
-			v, err := d.enum(pg_query.CoercionForm_value)
+			var v int32
+			v, err = d.enum(pg_query.CoercionForm_value)
 			m.Convertformat = pg_query.CoercionForm(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCopyStmt(m *pg_query.CopyStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "query":
 			m.Query = new(pg_query.Node)
-			return d.decNode(m.Query)
+			err = d.decNode(m.Query)
 		case "attlist":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Attlist = append(m.Attlist, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "is_from":
-			v, err := d.bool()
-			m.IsFrom = v
-			return err
+			m.IsFrom, err = d.bool()
 		case "is_program":
-			v, err := d.bool()
-			m.IsProgram = v
-			return err
+			m.IsProgram, err = d.bool()
 		case "filename":
-			v, err := d.str()
-			m.Filename = v
-			return err
+			m.Filename, err = d.str()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "where_clause", "whereClause":
 			m.WhereClause = new(pg_query.Node)
-			return d.decNode(m.WhereClause)
+			err = d.decNode(m.WhereClause)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateAmStmt(m *pg_query.CreateAmStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "amname":
-			v, err := d.str()
-			m.Amname = v
-			return err
-		case "handler_name":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.HandlerName = append(m.HandlerName, x)
-				return d.decNode(x)
-			})
-		case "amtype":
-			v, err := d.str()
-			m.Amtype = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "amname":
+			m.Amname, err = d.str()
+		case "handler_name":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.HandlerName = append(m.HandlerName, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "amtype":
+			m.Amtype, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateCastStmt(m *pg_query.CreateCastStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "sourcetype":
 			m.Sourcetype = new(pg_query.TypeName)
-			return d.decTypeName(m.Sourcetype)
+			err = d.decTypeName(m.Sourcetype)
 		case "targettype":
 			m.Targettype = new(pg_query.TypeName)
-			return d.decTypeName(m.Targettype)
+			err = d.decTypeName(m.Targettype)
 		case "func":
 			m.Func = new(pg_query.ObjectWithArgs)
-			return d.decObjectWithArgs(m.Func)
+			err = d.decObjectWithArgs(m.Func)
 		case "context":
-			v, err := d.enum(pg_query.CoercionContext_value)
+			var v int32
+			v, err = d.enum(pg_query.CoercionContext_value)
 			m.Context = pg_query.CoercionContext(v)
-			return err
 		case "inout":
-			v, err := d.bool()
-			m.Inout = v
+			m.Inout, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCreateConversionStmt(m *pg_query.CreateConversionStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "conversion_name":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.ConversionName = append(m.ConversionName, x)
-				return d.decNode(x)
-			})
-		case "for_encoding_name":
-			v, err := d.str()
-			m.ForEncodingName = v
-			return err
-		case "to_encoding_name":
-			v, err := d.str()
-			m.ToEncodingName = v
-			return err
-		case "func_name":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.FuncName = append(m.FuncName, x)
-				return d.decNode(x)
-			})
-		case "def":
-			v, err := d.bool()
-			m.Def = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "conversion_name":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.ConversionName = append(m.ConversionName, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "for_encoding_name":
+			m.ForEncodingName, err = d.str()
+		case "to_encoding_name":
+			m.ToEncodingName, err = d.str()
+		case "func_name":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.FuncName = append(m.FuncName, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "def":
+			m.Def, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateDomainStmt(m *pg_query.CreateDomainStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "domainname":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Domainname = append(m.Domainname, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "type_name", "typeName":
 			m.TypeName = new(pg_query.TypeName)
-			return d.decTypeName(m.TypeName)
+			err = d.decTypeName(m.TypeName)
 		case "coll_clause", "collClause":
 			m.CollClause = new(pg_query.CollateClause)
-			return d.decCollateClause(m.CollClause)
+			err = d.decCollateClause(m.CollClause)
 		case "constraints":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Constraints = append(m.Constraints, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateEnumStmt(m *pg_query.CreateEnumStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "type_name", "typeName":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.TypeName = append(m.TypeName, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "vals":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Vals = append(m.Vals, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateEventTrigStmt(m *pg_query.CreateEventTrigStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "trigname":
-			v, err := d.str()
-			m.Trigname = v
-			return err
+			m.Trigname, err = d.str()
 		case "eventname":
-			v, err := d.str()
-			m.Eventname = v
-			return err
+			m.Eventname, err = d.str()
 		case "whenclause":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Whenclause = append(m.Whenclause, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "funcname":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Funcname = append(m.Funcname, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateExtensionStmt(m *pg_query.CreateExtensionStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "extname":
-			v, err := d.str()
-			m.Extname = v
-			return err
+			m.Extname, err = d.str()
 		case "if_not_exists":
-			v, err := d.bool()
-			m.IfNotExists = v
-			return err
+			m.IfNotExists, err = d.bool()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateFdwStmt(m *pg_query.CreateFdwStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "fdwname":
-			v, err := d.str()
-			m.Fdwname = v
-			return err
+			m.Fdwname, err = d.str()
 		case "func_options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.FuncOptions = append(m.FuncOptions, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateForeignServerStmt(m *pg_query.CreateForeignServerStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "servername":
-			v, err := d.str()
-			m.Servername = v
-			return err
+			m.Servername, err = d.str()
 		case "servertype":
-			v, err := d.str()
-			m.Servertype = v
-			return err
+			m.Servertype, err = d.str()
 		case "version":
-			v, err := d.str()
-			m.Version = v
-			return err
+			m.Version, err = d.str()
 		case "fdwname":
-			v, err := d.str()
-			m.Fdwname = v
-			return err
+			m.Fdwname, err = d.str()
 		case "if_not_exists":
-			v, err := d.bool()
-			m.IfNotExists = v
-			return err
+			m.IfNotExists, err = d.bool()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateForeignTableStmt(m *pg_query.CreateForeignTableStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "base_stmt", "base":
 			m.BaseStmt = new(pg_query.CreateStmt)
-			return d.decCreateStmt(m.BaseStmt)
+			err = d.decCreateStmt(m.BaseStmt)
 		case "servername":
-			v, err := d.str()
-			m.Servername = v
-			return err
+			m.Servername, err = d.str()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateFunctionStmt(m *pg_query.CreateFunctionStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "is_procedure":
-			v, err := d.bool()
-			m.IsProcedure = v
-			return err
+			m.IsProcedure, err = d.bool()
 		case "replace":
-			v, err := d.bool()
-			m.Replace = v
-			return err
+			m.Replace, err = d.bool()
 		case "funcname":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Funcname = append(m.Funcname, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "parameters":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Parameters = append(m.Parameters, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "return_type", "returnType":
 			m.ReturnType = new(pg_query.TypeName)
-			return d.decTypeName(m.ReturnType)
+			err = d.decTypeName(m.ReturnType)
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "sql_body":
 			m.SqlBody = new(pg_query.Node)
-			return d.decNode(m.SqlBody)
+			err = d.decNode(m.SqlBody)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateOpClassItem(m *pg_query.CreateOpClassItem) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "itemtype":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Itemtype = int32(v)
-			return err
 		case "name":
 			m.Name = new(pg_query.ObjectWithArgs)
-			return d.decObjectWithArgs(m.Name)
+			err = d.decObjectWithArgs(m.Name)
 		case "number":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Number = int32(v)
-			return err
 		case "order_family":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.OrderFamily = append(m.OrderFamily, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "class_args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ClassArgs = append(m.ClassArgs, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "storedtype":
 			m.Storedtype = new(pg_query.TypeName)
-			return d.decTypeName(m.Storedtype)
+			err = d.decTypeName(m.Storedtype)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateOpClassStmt(m *pg_query.CreateOpClassStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "opclassname":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Opclassname = append(m.Opclassname, x)
-				return d.decNode(x)
-			})
-		case "opfamilyname":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Opfamilyname = append(m.Opfamilyname, x)
-				return d.decNode(x)
-			})
-		case "amname":
-			v, err := d.str()
-			m.Amname = v
-			return err
-		case "datatype":
-			m.Datatype = new(pg_query.TypeName)
-			return d.decTypeName(m.Datatype)
-		case "items":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Items = append(m.Items, x)
-				return d.decNode(x)
-			})
-		case "is_default", "isDefault":
-			v, err := d.bool()
-			m.IsDefault = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "opclassname":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Opclassname = append(m.Opclassname, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "opfamilyname":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Opfamilyname = append(m.Opfamilyname, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "amname":
+			m.Amname, err = d.str()
+		case "datatype":
+			m.Datatype = new(pg_query.TypeName)
+			err = d.decTypeName(m.Datatype)
+		case "items":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Items = append(m.Items, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "is_default", "isDefault":
+			m.IsDefault, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateOpFamilyStmt(m *pg_query.CreateOpFamilyStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "opfamilyname":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Opfamilyname = append(m.Opfamilyname, x)
-				return d.decNode(x)
-			})
-		case "amname":
-			v, err := d.str()
-			m.Amname = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "opfamilyname":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Opfamilyname = append(m.Opfamilyname, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "amname":
+			m.Amname, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreatePLangStmt(m *pg_query.CreatePLangStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "replace":
-			v, err := d.bool()
-			m.Replace = v
-			return err
-		case "plname":
-			v, err := d.str()
-			m.Plname = v
-			return err
-		case "plhandler":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Plhandler = append(m.Plhandler, x)
-				return d.decNode(x)
-			})
-		case "plinline":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Plinline = append(m.Plinline, x)
-				return d.decNode(x)
-			})
-		case "plvalidator":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Plvalidator = append(m.Plvalidator, x)
-				return d.decNode(x)
-			})
-		case "pltrusted":
-			v, err := d.bool()
-			m.Pltrusted = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "replace":
+			m.Replace, err = d.bool()
+		case "plname":
+			m.Plname, err = d.str()
+		case "plhandler":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Plhandler = append(m.Plhandler, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "plinline":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Plinline = append(m.Plinline, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "plvalidator":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Plvalidator = append(m.Plvalidator, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "pltrusted":
+			m.Pltrusted, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreatePolicyStmt(m *pg_query.CreatePolicyStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "policy_name":
-			v, err := d.str()
-			m.PolicyName = v
-			return err
+			m.PolicyName, err = d.str()
 		case "table":
 			m.Table = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Table)
+			err = d.decRangeVar(m.Table)
 		case "cmd_name":
-			v, err := d.str()
-			m.CmdName = v
-			return err
+			m.CmdName, err = d.str()
 		case "permissive":
-			v, err := d.bool()
-			m.Permissive = v
-			return err
+			m.Permissive, err = d.bool()
 		case "roles":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Roles = append(m.Roles, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "qual":
 			m.Qual = new(pg_query.Node)
-			return d.decNode(m.Qual)
+			err = d.decNode(m.Qual)
 		case "with_check":
 			m.WithCheck = new(pg_query.Node)
-			return d.decNode(m.WithCheck)
+			err = d.decNode(m.WithCheck)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreatePublicationStmt(m *pg_query.CreatePublicationStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "pubname":
-			v, err := d.str()
-			m.Pubname = v
-			return err
-		case "options":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
-		case "pubobjects":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Pubobjects = append(m.Pubobjects, x)
-				return d.decNode(x)
-			})
-		case "for_all_tables":
-			v, err := d.bool()
-			m.ForAllTables = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "pubname":
+			m.Pubname, err = d.str()
+		case "options":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Options = append(m.Options, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "pubobjects":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Pubobjects = append(m.Pubobjects, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "for_all_tables":
+			m.ForAllTables, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateRangeStmt(m *pg_query.CreateRangeStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "type_name", "typeName":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.TypeName = append(m.TypeName, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "params":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Params = append(m.Params, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateRoleStmt(m *pg_query.CreateRoleStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "stmt_type":
-			v, err := d.enum(pg_query.RoleStmtType_value)
+			var v int32
+			v, err = d.enum(pg_query.RoleStmtType_value)
 			m.StmtType = pg_query.RoleStmtType(v)
-			return err
 		case "role":
-			v, err := d.str()
-			m.Role = v
-			return err
+			m.Role, err = d.str()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateSchemaStmt(m *pg_query.CreateSchemaStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "schemaname":
-			v, err := d.str()
-			m.Schemaname = v
-			return err
-		case "authrole":
-			m.Authrole = new(pg_query.RoleSpec)
-			return d.decRoleSpec(m.Authrole)
-		case "schema_elts", "schemaElts":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.SchemaElts = append(m.SchemaElts, x)
-				return d.decNode(x)
-			})
-		case "if_not_exists":
-			v, err := d.bool()
-			m.IfNotExists = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "schemaname":
+			m.Schemaname, err = d.str()
+		case "authrole":
+			m.Authrole = new(pg_query.RoleSpec)
+			err = d.decRoleSpec(m.Authrole)
+		case "schema_elts", "schemaElts":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.SchemaElts = append(m.SchemaElts, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "if_not_exists":
+			m.IfNotExists, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateSeqStmt(m *pg_query.CreateSeqStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "sequence":
 			m.Sequence = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Sequence)
+			err = d.decRangeVar(m.Sequence)
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "owner_id", "ownerId":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.OwnerId = uint32(v)
-			return err
 		case "for_identity":
-			v, err := d.bool()
-			m.ForIdentity = v
-			return err
+			m.ForIdentity, err = d.bool()
 		case "if_not_exists":
-			v, err := d.bool()
-			m.IfNotExists = v
+			m.IfNotExists, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCreateStatsStmt(m *pg_query.CreateStatsStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "defnames":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Defnames = append(m.Defnames, x)
-				return d.decNode(x)
-			})
-		case "stat_types":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.StatTypes = append(m.StatTypes, x)
-				return d.decNode(x)
-			})
-		case "exprs":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Exprs = append(m.Exprs, x)
-				return d.decNode(x)
-			})
-		case "relations":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Relations = append(m.Relations, x)
-				return d.decNode(x)
-			})
-		case "stxcomment":
-			v, err := d.str()
-			m.Stxcomment = v
-			return err
-		case "transformed":
-			v, err := d.bool()
-			m.Transformed = v
-			return err
-		case "if_not_exists":
-			v, err := d.bool()
-			m.IfNotExists = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "defnames":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Defnames = append(m.Defnames, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "stat_types":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.StatTypes = append(m.StatTypes, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "exprs":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Exprs = append(m.Exprs, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "relations":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Relations = append(m.Relations, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "stxcomment":
+			m.Stxcomment, err = d.str()
+		case "transformed":
+			m.Transformed, err = d.bool()
+		case "if_not_exists":
+			m.IfNotExists, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateStmt(m *pg_query.CreateStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "table_elts", "tableElts":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.TableElts = append(m.TableElts, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "inh_relations", "inhRelations":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.InhRelations = append(m.InhRelations, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "partbound":
 			m.Partbound = new(pg_query.PartitionBoundSpec)
-			return d.decPartitionBoundSpec(m.Partbound)
+			err = d.decPartitionBoundSpec(m.Partbound)
 		case "partspec":
 			m.Partspec = new(pg_query.PartitionSpec)
-			return d.decPartitionSpec(m.Partspec)
+			err = d.decPartitionSpec(m.Partspec)
 		case "of_typename", "ofTypename":
 			m.OfTypename = new(pg_query.TypeName)
-			return d.decTypeName(m.OfTypename)
+			err = d.decTypeName(m.OfTypename)
 		case "constraints":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Constraints = append(m.Constraints, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "oncommit":
-			v, err := d.enum(pg_query.OnCommitAction_value)
+			var v int32
+			v, err = d.enum(pg_query.OnCommitAction_value)
 			m.Oncommit = pg_query.OnCommitAction(v)
-			return err
 		case "tablespacename":
-			v, err := d.str()
-			m.Tablespacename = v
-			return err
+			m.Tablespacename, err = d.str()
 		case "access_method", "accessMethod":
-			v, err := d.str()
-			m.AccessMethod = v
-			return err
+			m.AccessMethod, err = d.str()
 		case "if_not_exists":
-			v, err := d.bool()
-			m.IfNotExists = v
+			m.IfNotExists, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCreateSubscriptionStmt(m *pg_query.CreateSubscriptionStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "subname":
-			v, err := d.str()
-			m.Subname = v
-			return err
-		case "conninfo":
-			v, err := d.str()
-			m.Conninfo = v
-			return err
-		case "publication":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Publication = append(m.Publication, x)
-				return d.decNode(x)
-			})
-		case "options":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
-		case "conninfo_location":
-			v, err := d.int(32)
-			m.ConninfoLocation = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "subname":
+			m.Subname, err = d.str()
+		case "conninfo":
+			m.Conninfo, err = d.str()
+		case "publication":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Publication = append(m.Publication, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "options":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Options = append(m.Options, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "conninfo_location":
+			var v int64
+			v, err = d.int(32)
+			m.ConninfoLocation = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateTableAsStmt(m *pg_query.CreateTableAsStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "query":
 			m.Query = new(pg_query.Node)
-			return d.decNode(m.Query)
+			err = d.decNode(m.Query)
 		case "into":
 			m.Into = new(pg_query.IntoClause)
-			return d.decIntoClause(m.Into)
+			err = d.decIntoClause(m.Into)
 		case "objtype":
-			v, err := d.enum(pg_query.ObjectType_value)
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
 			m.Objtype = pg_query.ObjectType(v)
-			return err
 		case "is_select_into":
-			v, err := d.bool()
-			m.IsSelectInto = v
-			return err
+			m.IsSelectInto, err = d.bool()
 		case "if_not_exists":
-			v, err := d.bool()
-			m.IfNotExists = v
+			m.IfNotExists, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decCreateTableSpaceStmt(m *pg_query.CreateTableSpaceStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "tablespacename":
-			v, err := d.str()
-			m.Tablespacename = v
-			return err
+			m.Tablespacename, err = d.str()
 		case "owner":
 			m.Owner = new(pg_query.RoleSpec)
-			return d.decRoleSpec(m.Owner)
+			err = d.decRoleSpec(m.Owner)
 		case "location":
-			v, err := d.str()
-			m.Location = v
-			return err
+			m.Location, err = d.str()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateTransformStmt(m *pg_query.CreateTransformStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "replace":
-			v, err := d.bool()
-			m.Replace = v
-			return err
+			m.Replace, err = d.bool()
 		case "type_name":
 			m.TypeName = new(pg_query.TypeName)
-			return d.decTypeName(m.TypeName)
+			err = d.decTypeName(m.TypeName)
 		case "lang":
-			v, err := d.str()
-			m.Lang = v
-			return err
+			m.Lang, err = d.str()
 		case "fromsql":
 			m.Fromsql = new(pg_query.ObjectWithArgs)
-			return d.decObjectWithArgs(m.Fromsql)
+			err = d.decObjectWithArgs(m.Fromsql)
 		case "tosql":
 			m.Tosql = new(pg_query.ObjectWithArgs)
-			return d.decObjectWithArgs(m.Tosql)
+			err = d.decObjectWithArgs(m.Tosql)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateTrigStmt(m *pg_query.CreateTrigStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "replace":
-			v, err := d.bool()
-			m.Replace = v
-			return err
+			m.Replace, err = d.bool()
 		case "isconstraint":
-			v, err := d.bool()
-			m.Isconstraint = v
-			return err
+			m.Isconstraint, err = d.bool()
 		case "trigname":
-			v, err := d.str()
-			m.Trigname = v
-			return err
+			m.Trigname, err = d.str()
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "funcname":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Funcname = append(m.Funcname, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "row":
-			v, err := d.bool()
-			m.Row = v
-			return err
+			m.Row, err = d.bool()
 		case "timing":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Timing = int32(v)
-			return err
 		case "events":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Events = int32(v)
-			return err
 		case "columns":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Columns = append(m.Columns, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "when_clause", "whenClause":
 			m.WhenClause = new(pg_query.Node)
-			return d.decNode(m.WhenClause)
+			err = d.decNode(m.WhenClause)
 		case "transition_rels", "transitionRels":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.TransitionRels = append(m.TransitionRels, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "deferrable":
-			v, err := d.bool()
-			m.Deferrable = v
-			return err
+			m.Deferrable, err = d.bool()
 		case "initdeferred":
-			v, err := d.bool()
-			m.Initdeferred = v
-			return err
+			m.Initdeferred, err = d.bool()
 		case "constrrel":
 			m.Constrrel = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Constrrel)
+			err = d.decRangeVar(m.Constrrel)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreateUserMappingStmt(m *pg_query.CreateUserMappingStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "user":
 			m.User = new(pg_query.RoleSpec)
-			return d.decRoleSpec(m.User)
+			err = d.decRoleSpec(m.User)
 		case "servername":
-			v, err := d.str()
-			m.Servername = v
-			return err
+			m.Servername, err = d.str()
 		case "if_not_exists":
-			v, err := d.bool()
-			m.IfNotExists = v
-			return err
+			m.IfNotExists, err = d.bool()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCreatedbStmt(m *pg_query.CreatedbStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "dbname":
-			v, err := d.str()
-			m.Dbname = v
-			return err
+			m.Dbname, err = d.str()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decCurrentOfExpr(m *pg_query.CurrentOfExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "cvarno":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Cvarno = uint32(v)
-			return err
 		case "cursor_name":
-			v, err := d.str()
-			m.CursorName = v
-			return err
+			m.CursorName, err = d.str()
 		case "cursor_param":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.CursorParam = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decDeallocateStmt(m *pg_query.DeallocateStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "isall":
-			v, err := d.bool()
-			m.Isall = v
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "name":
+			m.Name, err = d.str()
+		case "isall":
+			m.Isall, err = d.bool()
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decDeclareCursorStmt(m *pg_query.DeclareCursorStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "portalname":
-			v, err := d.str()
-			m.Portalname = v
-			return err
+			m.Portalname, err = d.str()
 		case "options":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Options = int32(v)
-			return err
 		case "query":
 			m.Query = new(pg_query.Node)
-			return d.decNode(m.Query)
+			err = d.decNode(m.Query)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decDefElem(m *pg_query.DefElem) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "defnamespace":
-			v, err := d.str()
-			m.Defnamespace = v
-			return err
-		case "defname":
-			v, err := d.str()
-			m.Defname = v
-			return err
-		case "arg":
-			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
-		case "defaction":
-			v, err := d.enum(pg_query.DefElemAction_value)
-			m.Defaction = pg_query.DefElemAction(v)
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
-			return err
-		case "arg_location":
-			v, err := d.int(32)
-			m.ArgLocation = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "defnamespace":
+			m.Defnamespace, err = d.str()
+		case "defname":
+			m.Defname, err = d.str()
+		case "arg":
+			m.Arg = new(pg_query.Node)
+			err = d.decNode(m.Arg)
+		case "defaction":
+			var v int32
+			v, err = d.enum(pg_query.DefElemAction_value)
+			m.Defaction = pg_query.DefElemAction(v)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		case "arg_location":
+			var v int64
+			v, err = d.int(32)
+			m.ArgLocation = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decDefineStmt(m *pg_query.DefineStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "kind":
-			v, err := d.enum(pg_query.ObjectType_value)
-			m.Kind = pg_query.ObjectType(v)
-			return err
-		case "oldstyle":
-			v, err := d.bool()
-			m.Oldstyle = v
-			return err
-		case "defnames":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Defnames = append(m.Defnames, x)
-				return d.decNode(x)
-			})
-		case "args":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
-		case "definition":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Definition = append(m.Definition, x)
-				return d.decNode(x)
-			})
-		case "if_not_exists":
-			v, err := d.bool()
-			m.IfNotExists = v
-			return err
-		case "replace":
-			v, err := d.bool()
-			m.Replace = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "kind":
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
+			m.Kind = pg_query.ObjectType(v)
+		case "oldstyle":
+			m.Oldstyle, err = d.bool()
+		case "defnames":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Defnames = append(m.Defnames, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "args":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Args = append(m.Args, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "definition":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Definition = append(m.Definition, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "if_not_exists":
+			m.IfNotExists, err = d.bool()
+		case "replace":
+			m.Replace, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decDeleteStmt(m *pg_query.DeleteStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "using_clause", "usingClause":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.UsingClause = append(m.UsingClause, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "where_clause", "whereClause":
 			m.WhereClause = new(pg_query.Node)
-			return d.decNode(m.WhereClause)
+			err = d.decNode(m.WhereClause)
 		case "returning_list", "returningList":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ReturningList = append(m.ReturningList, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "with_clause", "withClause":
 			m.WithClause = new(pg_query.WithClause)
-			return d.decWithClause(m.WithClause)
+			err = d.decWithClause(m.WithClause)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decDiscardStmt(m *pg_query.DiscardStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "target":
-			v, err := d.enum(pg_query.DiscardMode_value)
-			m.Target = pg_query.DiscardMode(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "target":
+			var v int32
+			v, err = d.enum(pg_query.DiscardMode_value)
+			m.Target = pg_query.DiscardMode(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decDistinctExpr(m *pg_query.DistinctExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "opno":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Opno = uint32(v)
-			return err
 		case "opresulttype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Opresulttype = uint32(v)
-			return err
 		case "opretset":
-			v, err := d.bool()
-			m.Opretset = v
-			return err
+			m.Opretset, err = d.bool()
 		case "opcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Opcollid = uint32(v)
-			return err
 		case "inputcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Inputcollid = uint32(v)
-			return err
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decDoStmt(m *pg_query.DoStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decDropOwnedStmt(m *pg_query.DropOwnedStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "roles":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Roles = append(m.Roles, x)
-				return d.decNode(x)
-			})
-		case "behavior":
-			v, err := d.enum(pg_query.DropBehavior_value)
-			m.Behavior = pg_query.DropBehavior(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "roles":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Roles = append(m.Roles, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "behavior":
+			var v int32
+			v, err = d.enum(pg_query.DropBehavior_value)
+			m.Behavior = pg_query.DropBehavior(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decDropRoleStmt(m *pg_query.DropRoleStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "roles":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Roles = append(m.Roles, x)
-				return d.decNode(x)
-			})
-		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "roles":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Roles = append(m.Roles, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "missing_ok":
+			m.MissingOk, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decDropStmt(m *pg_query.DropStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "objects":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Objects = append(m.Objects, x)
-				return d.decNode(x)
-			})
-		case "remove_type", "removeType":
-			v, err := d.enum(pg_query.ObjectType_value)
-			m.RemoveType = pg_query.ObjectType(v)
-			return err
-		case "behavior":
-			v, err := d.enum(pg_query.DropBehavior_value)
-			m.Behavior = pg_query.DropBehavior(v)
-			return err
-		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
-			return err
-		case "concurrent":
-			v, err := d.bool()
-			m.Concurrent = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "objects":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Objects = append(m.Objects, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "remove_type", "removeType":
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
+			m.RemoveType = pg_query.ObjectType(v)
+		case "behavior":
+			var v int32
+			v, err = d.enum(pg_query.DropBehavior_value)
+			m.Behavior = pg_query.DropBehavior(v)
+		case "missing_ok":
+			m.MissingOk, err = d.bool()
+		case "concurrent":
+			m.Concurrent, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decDropSubscriptionStmt(m *pg_query.DropSubscriptionStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "subname":
-			v, err := d.str()
-			m.Subname = v
-			return err
-		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
-			return err
-		case "behavior":
-			v, err := d.enum(pg_query.DropBehavior_value)
-			m.Behavior = pg_query.DropBehavior(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "subname":
+			m.Subname, err = d.str()
+		case "missing_ok":
+			m.MissingOk, err = d.bool()
+		case "behavior":
+			var v int32
+			v, err = d.enum(pg_query.DropBehavior_value)
+			m.Behavior = pg_query.DropBehavior(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decDropTableSpaceStmt(m *pg_query.DropTableSpaceStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "tablespacename":
-			v, err := d.str()
-			m.Tablespacename = v
-			return err
-		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "tablespacename":
+			m.Tablespacename, err = d.str()
+		case "missing_ok":
+			m.MissingOk, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decDropUserMappingStmt(m *pg_query.DropUserMappingStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "user":
 			m.User = new(pg_query.RoleSpec)
-			return d.decRoleSpec(m.User)
+			err = d.decRoleSpec(m.User)
 		case "servername":
-			v, err := d.str()
-			m.Servername = v
-			return err
+			m.Servername, err = d.str()
 		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
+			m.MissingOk, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decDropdbStmt(m *pg_query.DropdbStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "dbname":
-			v, err := d.str()
-			m.Dbname = v
-			return err
+			m.Dbname, err = d.str()
 		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
-			return err
+			m.MissingOk, err = d.bool()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decExecuteStmt(m *pg_query.ExecuteStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
+			m.Name, err = d.str()
 		case "params":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Params = append(m.Params, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decExplainStmt(m *pg_query.ExplainStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "query":
 			m.Query = new(pg_query.Node)
-			return d.decNode(m.Query)
+			err = d.decNode(m.Query)
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decFetchStmt(m *pg_query.FetchStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "direction":
-			v, err := d.enum(pg_query.FetchDirection_value)
-			m.Direction = pg_query.FetchDirection(v)
-			return err
-		case "how_many", "howMany":
-			v, err := d.int(64)
-			m.HowMany = int64(v)
-			return err
-		case "portalname":
-			v, err := d.str()
-			m.Portalname = v
-			return err
-		case "ismove":
-			v, err := d.bool()
-			m.Ismove = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "direction":
+			var v int32
+			v, err = d.enum(pg_query.FetchDirection_value)
+			m.Direction = pg_query.FetchDirection(v)
+		case "how_many", "howMany":
+			var v int64
+			v, err = d.int(64)
+			m.HowMany = int64(v)
+		case "portalname":
+			m.Portalname, err = d.str()
+		case "ismove":
+			m.Ismove, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decFieldSelect(m *pg_query.FieldSelect) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "fieldnum":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Fieldnum = int32(v)
-			return err
 		case "resulttype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resulttype = uint32(v)
-			return err
 		case "resulttypmod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Resulttypmod = int32(v)
-			return err
 		case "resultcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resultcollid = uint32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decFieldStore(m *pg_query.FieldStore) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "newvals":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Newvals = append(m.Newvals, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "fieldnums":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Fieldnums = append(m.Fieldnums, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "resulttype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resulttype = uint32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decFloat(m *pg_query.Float) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "fval":
-			v, err := d.str()
-			m.Fval = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "fval":
+			m.Fval, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decFromExpr(m *pg_query.FromExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "fromlist":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Fromlist = append(m.Fromlist, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "quals":
 			m.Quals = new(pg_query.Node)
-			return d.decNode(m.Quals)
+			err = d.decNode(m.Quals)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decFuncCall(m *pg_query.FuncCall) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "funcname":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Funcname = append(m.Funcname, x)
-				return d.decNode(x)
-			})
-		case "args":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
-		case "agg_order":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.AggOrder = append(m.AggOrder, x)
-				return d.decNode(x)
-			})
-		case "agg_filter":
-			m.AggFilter = new(pg_query.Node)
-			return d.decNode(m.AggFilter)
-		case "over":
-			m.Over = new(pg_query.WindowDef)
-			return d.decWindowDef(m.Over)
-		case "agg_within_group":
-			v, err := d.bool()
-			m.AggWithinGroup = v
-			return err
-		case "agg_star":
-			v, err := d.bool()
-			m.AggStar = v
-			return err
-		case "agg_distinct":
-			v, err := d.bool()
-			m.AggDistinct = v
-			return err
-		case "func_variadic":
-			v, err := d.bool()
-			m.FuncVariadic = v
-			return err
-		case "funcformat":
-			v, err := d.enum(pg_query.CoercionForm_value)
-			m.Funcformat = pg_query.CoercionForm(v)
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "funcname":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Funcname = append(m.Funcname, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "args":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Args = append(m.Args, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "agg_order":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.AggOrder = append(m.AggOrder, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "agg_filter":
+			m.AggFilter = new(pg_query.Node)
+			err = d.decNode(m.AggFilter)
+		case "over":
+			m.Over = new(pg_query.WindowDef)
+			err = d.decWindowDef(m.Over)
+		case "agg_within_group":
+			m.AggWithinGroup, err = d.bool()
+		case "agg_star":
+			m.AggStar, err = d.bool()
+		case "agg_distinct":
+			m.AggDistinct, err = d.bool()
+		case "func_variadic":
+			m.FuncVariadic, err = d.bool()
+		case "funcformat":
+			var v int32
+			v, err = d.enum(pg_query.CoercionForm_value)
+			m.Funcformat = pg_query.CoercionForm(v)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decFuncExpr(m *pg_query.FuncExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "funcid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Funcid = uint32(v)
-			return err
 		case "funcresulttype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Funcresulttype = uint32(v)
-			return err
 		case "funcretset":
-			v, err := d.bool()
-			m.Funcretset = v
-			return err
+			m.Funcretset, err = d.bool()
 		case "funcvariadic":
-			v, err := d.bool()
-			m.Funcvariadic = v
-			return err
+			m.Funcvariadic, err = d.bool()
 		case "funcformat":
-			v, err := d.enum(pg_query.CoercionForm_value)
+			var v int32
+			v, err = d.enum(pg_query.CoercionForm_value)
 			m.Funcformat = pg_query.CoercionForm(v)
-			return err
 		case "funccollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Funccollid = uint32(v)
-			return err
 		case "inputcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Inputcollid = uint32(v)
-			return err
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decFunctionParameter(m *pg_query.FunctionParameter) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
+			m.Name, err = d.str()
 		case "arg_type", "argType":
 			m.ArgType = new(pg_query.TypeName)
-			return d.decTypeName(m.ArgType)
+			err = d.decTypeName(m.ArgType)
 		case "mode":
-			v, err := d.enum(pg_query.FunctionParameterMode_value)
+			var v int32
+			v, err = d.enum(pg_query.FunctionParameterMode_value)
 			m.Mode = pg_query.FunctionParameterMode(v)
-			return err
 		case "defexpr":
 			m.Defexpr = new(pg_query.Node)
-			return d.decNode(m.Defexpr)
+			err = d.decNode(m.Defexpr)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decGrantRoleStmt(m *pg_query.GrantRoleStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "granted_roles":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.GrantedRoles = append(m.GrantedRoles, x)
-				return d.decNode(x)
-			})
-		case "grantee_roles":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.GranteeRoles = append(m.GranteeRoles, x)
-				return d.decNode(x)
-			})
-		case "is_grant":
-			v, err := d.bool()
-			m.IsGrant = v
-			return err
-		case "opt":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Opt = append(m.Opt, x)
-				return d.decNode(x)
-			})
-		case "grantor":
-			m.Grantor = new(pg_query.RoleSpec)
-			return d.decRoleSpec(m.Grantor)
-		case "behavior":
-			v, err := d.enum(pg_query.DropBehavior_value)
-			m.Behavior = pg_query.DropBehavior(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "granted_roles":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.GrantedRoles = append(m.GrantedRoles, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "grantee_roles":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.GranteeRoles = append(m.GranteeRoles, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "is_grant":
+			m.IsGrant, err = d.bool()
+		case "opt":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Opt = append(m.Opt, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "grantor":
+			m.Grantor = new(pg_query.RoleSpec)
+			err = d.decRoleSpec(m.Grantor)
+		case "behavior":
+			var v int32
+			v, err = d.enum(pg_query.DropBehavior_value)
+			m.Behavior = pg_query.DropBehavior(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decGrantStmt(m *pg_query.GrantStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "is_grant":
-			v, err := d.bool()
-			m.IsGrant = v
-			return err
-		case "targtype":
-			v, err := d.enum(pg_query.GrantTargetType_value)
-			m.Targtype = pg_query.GrantTargetType(v)
-			return err
-		case "objtype":
-			v, err := d.enum(pg_query.ObjectType_value)
-			m.Objtype = pg_query.ObjectType(v)
-			return err
-		case "objects":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Objects = append(m.Objects, x)
-				return d.decNode(x)
-			})
-		case "privileges":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Privileges = append(m.Privileges, x)
-				return d.decNode(x)
-			})
-		case "grantees":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Grantees = append(m.Grantees, x)
-				return d.decNode(x)
-			})
-		case "grant_option":
-			v, err := d.bool()
-			m.GrantOption = v
-			return err
-		case "grantor":
-			m.Grantor = new(pg_query.RoleSpec)
-			return d.decRoleSpec(m.Grantor)
-		case "behavior":
-			v, err := d.enum(pg_query.DropBehavior_value)
-			m.Behavior = pg_query.DropBehavior(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "is_grant":
+			m.IsGrant, err = d.bool()
+		case "targtype":
+			var v int32
+			v, err = d.enum(pg_query.GrantTargetType_value)
+			m.Targtype = pg_query.GrantTargetType(v)
+		case "objtype":
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
+			m.Objtype = pg_query.ObjectType(v)
+		case "objects":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Objects = append(m.Objects, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "privileges":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Privileges = append(m.Privileges, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "grantees":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Grantees = append(m.Grantees, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "grant_option":
+			m.GrantOption, err = d.bool()
+		case "grantor":
+			m.Grantor = new(pg_query.RoleSpec)
+			err = d.decRoleSpec(m.Grantor)
+		case "behavior":
+			var v int32
+			v, err = d.enum(pg_query.DropBehavior_value)
+			m.Behavior = pg_query.DropBehavior(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decGroupingFunc(m *pg_query.GroupingFunc) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "refs":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Refs = append(m.Refs, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "agglevelsup":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Agglevelsup = uint32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decGroupingSet(m *pg_query.GroupingSet) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "kind":
-			v, err := d.enum(pg_query.GroupingSetKind_value)
-			m.Kind = pg_query.GroupingSetKind(v)
-			return err
-		case "content":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Content = append(m.Content, x)
-				return d.decNode(x)
-			})
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "kind":
+			var v int32
+			v, err = d.enum(pg_query.GroupingSetKind_value)
+			m.Kind = pg_query.GroupingSetKind(v)
+		case "content":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Content = append(m.Content, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decImportForeignSchemaStmt(m *pg_query.ImportForeignSchemaStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "server_name":
-			v, err := d.str()
-			m.ServerName = v
-			return err
+			m.ServerName, err = d.str()
 		case "remote_schema":
-			v, err := d.str()
-			m.RemoteSchema = v
-			return err
+			m.RemoteSchema, err = d.str()
 		case "local_schema":
-			v, err := d.str()
-			m.LocalSchema = v
-			return err
+			m.LocalSchema, err = d.str()
 		case "list_type":
-			v, err := d.enum(pg_query.ImportForeignSchemaType_value)
+			var v int32
+			v, err = d.enum(pg_query.ImportForeignSchemaType_value)
 			m.ListType = pg_query.ImportForeignSchemaType(v)
-			return err
 		case "table_list":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.TableList = append(m.TableList, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decIndexElem(m *pg_query.IndexElem) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "expr":
-			m.Expr = new(pg_query.Node)
-			return d.decNode(m.Expr)
-		case "indexcolname":
-			v, err := d.str()
-			m.Indexcolname = v
-			return err
-		case "collation":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Collation = append(m.Collation, x)
-				return d.decNode(x)
-			})
-		case "opclass":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Opclass = append(m.Opclass, x)
-				return d.decNode(x)
-			})
-		case "opclassopts":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Opclassopts = append(m.Opclassopts, x)
-				return d.decNode(x)
-			})
-		case "ordering":
-			v, err := d.enum(pg_query.SortByDir_value)
-			m.Ordering = pg_query.SortByDir(v)
-			return err
-		case "nulls_ordering":
-			v, err := d.enum(pg_query.SortByNulls_value)
-			m.NullsOrdering = pg_query.SortByNulls(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "name":
+			m.Name, err = d.str()
+		case "expr":
+			m.Expr = new(pg_query.Node)
+			err = d.decNode(m.Expr)
+		case "indexcolname":
+			m.Indexcolname, err = d.str()
+		case "collation":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Collation = append(m.Collation, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "opclass":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Opclass = append(m.Opclass, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "opclassopts":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Opclassopts = append(m.Opclassopts, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "ordering":
+			var v int32
+			v, err = d.enum(pg_query.SortByDir_value)
+			m.Ordering = pg_query.SortByDir(v)
+		case "nulls_ordering":
+			var v int32
+			v, err = d.enum(pg_query.SortByNulls_value)
+			m.NullsOrdering = pg_query.SortByNulls(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decIndexStmt(m *pg_query.IndexStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "idxname":
-			v, err := d.str()
-			m.Idxname = v
-			return err
-		case "relation":
-			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
-		case "access_method", "accessMethod":
-			v, err := d.str()
-			m.AccessMethod = v
-			return err
-		case "table_space", "tableSpace":
-			v, err := d.str()
-			m.TableSpace = v
-			return err
-		case "index_params", "indexParams":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.IndexParams = append(m.IndexParams, x)
-				return d.decNode(x)
-			})
-		case "index_including_params", "indexIncludingParams":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.IndexIncludingParams = append(m.IndexIncludingParams, x)
-				return d.decNode(x)
-			})
-		case "options":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
-		case "where_clause", "whereClause":
-			m.WhereClause = new(pg_query.Node)
-			return d.decNode(m.WhereClause)
-		case "exclude_op_names", "excludeOpNames":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.ExcludeOpNames = append(m.ExcludeOpNames, x)
-				return d.decNode(x)
-			})
-		case "idxcomment":
-			v, err := d.str()
-			m.Idxcomment = v
-			return err
-		case "index_oid", "indexOid":
-			v, err := d.uint(32)
-			m.IndexOid = uint32(v)
-			return err
-		case "old_number", "oldNumber":
-			v, err := d.uint(32)
-			m.OldNumber = uint32(v)
-			return err
-		case "old_create_subid", "oldCreateSubid":
-			v, err := d.uint(32)
-			m.OldCreateSubid = uint32(v)
-			return err
-		case "old_first_relfilelocator_subid", "oldFirstRelfilelocatorSubid":
-			v, err := d.uint(32)
-			m.OldFirstRelfilelocatorSubid = uint32(v)
-			return err
-		case "unique":
-			v, err := d.bool()
-			m.Unique = v
-			return err
-		case "nulls_not_distinct":
-			v, err := d.bool()
-			m.NullsNotDistinct = v
-			return err
-		case "primary":
-			v, err := d.bool()
-			m.Primary = v
-			return err
-		case "isconstraint":
-			v, err := d.bool()
-			m.Isconstraint = v
-			return err
-		case "deferrable":
-			v, err := d.bool()
-			m.Deferrable = v
-			return err
-		case "initdeferred":
-			v, err := d.bool()
-			m.Initdeferred = v
-			return err
-		case "transformed":
-			v, err := d.bool()
-			m.Transformed = v
-			return err
-		case "concurrent":
-			v, err := d.bool()
-			m.Concurrent = v
-			return err
-		case "if_not_exists":
-			v, err := d.bool()
-			m.IfNotExists = v
-			return err
-		case "reset_default_tblspc":
-			v, err := d.bool()
-			m.ResetDefaultTblspc = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "idxname":
+			m.Idxname, err = d.str()
+		case "relation":
+			m.Relation = new(pg_query.RangeVar)
+			err = d.decRangeVar(m.Relation)
+		case "access_method", "accessMethod":
+			m.AccessMethod, err = d.str()
+		case "table_space", "tableSpace":
+			m.TableSpace, err = d.str()
+		case "index_params", "indexParams":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.IndexParams = append(m.IndexParams, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "index_including_params", "indexIncludingParams":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.IndexIncludingParams = append(m.IndexIncludingParams, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "options":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Options = append(m.Options, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "where_clause", "whereClause":
+			m.WhereClause = new(pg_query.Node)
+			err = d.decNode(m.WhereClause)
+		case "exclude_op_names", "excludeOpNames":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.ExcludeOpNames = append(m.ExcludeOpNames, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "idxcomment":
+			m.Idxcomment, err = d.str()
+		case "index_oid", "indexOid":
+			var v uint64
+			v, err = d.uint(32)
+			m.IndexOid = uint32(v)
+		case "old_number", "oldNumber":
+			var v uint64
+			v, err = d.uint(32)
+			m.OldNumber = uint32(v)
+		case "old_create_subid", "oldCreateSubid":
+			var v uint64
+			v, err = d.uint(32)
+			m.OldCreateSubid = uint32(v)
+		case "old_first_relfilelocator_subid", "oldFirstRelfilelocatorSubid":
+			var v uint64
+			v, err = d.uint(32)
+			m.OldFirstRelfilelocatorSubid = uint32(v)
+		case "unique":
+			m.Unique, err = d.bool()
+		case "nulls_not_distinct":
+			m.NullsNotDistinct, err = d.bool()
+		case "primary":
+			m.Primary, err = d.bool()
+		case "isconstraint":
+			m.Isconstraint, err = d.bool()
+		case "deferrable":
+			m.Deferrable, err = d.bool()
+		case "initdeferred":
+			m.Initdeferred, err = d.bool()
+		case "transformed":
+			m.Transformed, err = d.bool()
+		case "concurrent":
+			m.Concurrent, err = d.bool()
+		case "if_not_exists":
+			m.IfNotExists, err = d.bool()
+		case "reset_default_tblspc":
+			m.ResetDefaultTblspc, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decInferClause(m *pg_query.InferClause) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "index_elems", "indexElems":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.IndexElems = append(m.IndexElems, x)
-				return d.decNode(x)
-			})
-		case "where_clause", "whereClause":
-			m.WhereClause = new(pg_query.Node)
-			return d.decNode(m.WhereClause)
-		case "conname":
-			v, err := d.str()
-			m.Conname = v
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "index_elems", "indexElems":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.IndexElems = append(m.IndexElems, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "where_clause", "whereClause":
+			m.WhereClause = new(pg_query.Node)
+			err = d.decNode(m.WhereClause)
+		case "conname":
+			m.Conname, err = d.str()
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decInferenceElem(m *pg_query.InferenceElem) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "expr":
 			m.Expr = new(pg_query.Node)
-			return d.decNode(m.Expr)
+			err = d.decNode(m.Expr)
 		case "infercollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Infercollid = uint32(v)
-			return err
 		case "inferopclass":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Inferopclass = uint32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decInlineCodeBlock(m *pg_query.InlineCodeBlock) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "source_text":
-			v, err := d.str()
-			m.SourceText = v
-			return err
-		case "lang_oid", "langOid":
-			v, err := d.uint(32)
-			m.LangOid = uint32(v)
-			return err
-		case "lang_is_trusted", "langIsTrusted":
-			v, err := d.bool()
-			m.LangIsTrusted = v
-			return err
-		case "atomic":
-			v, err := d.bool()
-			m.Atomic = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "source_text":
+			m.SourceText, err = d.str()
+		case "lang_oid", "langOid":
+			var v uint64
+			v, err = d.uint(32)
+			m.LangOid = uint32(v)
+		case "lang_is_trusted", "langIsTrusted":
+			m.LangIsTrusted, err = d.bool()
+		case "atomic":
+			m.Atomic, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decInsertStmt(m *pg_query.InsertStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "cols":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Cols = append(m.Cols, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "select_stmt", "selectStmt":
 			m.SelectStmt = new(pg_query.Node)
-			return d.decNode(m.SelectStmt)
+			err = d.decNode(m.SelectStmt)
 		case "on_conflict_clause", "onConflictClause":
 			m.OnConflictClause = new(pg_query.OnConflictClause)
-			return d.decOnConflictClause(m.OnConflictClause)
+			err = d.decOnConflictClause(m.OnConflictClause)
 		case "returning_list", "returningList":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ReturningList = append(m.ReturningList, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "with_clause", "withClause":
 			m.WithClause = new(pg_query.WithClause)
-			return d.decWithClause(m.WithClause)
+			err = d.decWithClause(m.WithClause)
 		case "override":
-			v, err := d.enum(pg_query.OverridingKind_value)
+			var v int32
+			v, err = d.enum(pg_query.OverridingKind_value)
 			m.Override = pg_query.OverridingKind(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decIntList(m *pg_query.IntList) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "items":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Items = append(m.Items, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decInteger(m *pg_query.Integer) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "ival":
-			v, err := d.int(32)
-			m.Ival = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "ival":
+			var v int64
+			v, err = d.int(32)
+			m.Ival = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decIntoClause(m *pg_query.IntoClause) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "rel":
 			m.Rel = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Rel)
+			err = d.decRangeVar(m.Rel)
 		case "col_names", "colNames":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ColNames = append(m.ColNames, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "access_method", "accessMethod":
-			v, err := d.str()
-			m.AccessMethod = v
-			return err
+			m.AccessMethod, err = d.str()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "on_commit", "onCommit":
-			v, err := d.enum(pg_query.OnCommitAction_value)
+			var v int32
+			v, err = d.enum(pg_query.OnCommitAction_value)
 			m.OnCommit = pg_query.OnCommitAction(v)
-			return err
 		case "table_space_name", "tableSpaceName":
-			v, err := d.str()
-			m.TableSpaceName = v
-			return err
+			m.TableSpaceName, err = d.str()
 		case "view_query", "viewQuery":
 			m.ViewQuery = new(pg_query.Node)
-			return d.decNode(m.ViewQuery)
+			err = d.decNode(m.ViewQuery)
 		case "skip_data", "skipData":
-			v, err := d.bool()
-			m.SkipData = v
+			m.SkipData, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJoinExpr(m *pg_query.JoinExpr) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "jointype":
-			v, err := d.enum(pg_query.JoinType_value)
-			m.Jointype = pg_query.JoinType(v)
-			return err
-		case "is_natural", "isNatural":
-			v, err := d.bool()
-			m.IsNatural = v
-			return err
-		case "larg":
-			m.Larg = new(pg_query.Node)
-			return d.decNode(m.Larg)
-		case "rarg":
-			m.Rarg = new(pg_query.Node)
-			return d.decNode(m.Rarg)
-		case "using_clause", "usingClause":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.UsingClause = append(m.UsingClause, x)
-				return d.decNode(x)
-			})
-		case "join_using_alias":
-			m.JoinUsingAlias = new(pg_query.Alias)
-			return d.decAlias(m.JoinUsingAlias)
-		case "quals":
-			m.Quals = new(pg_query.Node)
-			return d.decNode(m.Quals)
-		case "alias":
-			m.Alias = new(pg_query.Alias)
-			return d.decAlias(m.Alias)
-		case "rtindex":
-			v, err := d.int(32)
-			m.Rtindex = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "jointype":
+			var v int32
+			v, err = d.enum(pg_query.JoinType_value)
+			m.Jointype = pg_query.JoinType(v)
+		case "is_natural", "isNatural":
+			m.IsNatural, err = d.bool()
+		case "larg":
+			m.Larg = new(pg_query.Node)
+			err = d.decNode(m.Larg)
+		case "rarg":
+			m.Rarg = new(pg_query.Node)
+			err = d.decNode(m.Rarg)
+		case "using_clause", "usingClause":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.UsingClause = append(m.UsingClause, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "join_using_alias":
+			m.JoinUsingAlias = new(pg_query.Alias)
+			err = d.decAlias(m.JoinUsingAlias)
+		case "quals":
+			m.Quals = new(pg_query.Node)
+			err = d.decNode(m.Quals)
+		case "alias":
+			m.Alias = new(pg_query.Alias)
+			err = d.decAlias(m.Alias)
+		case "rtindex":
+			var v int64
+			v, err = d.int(32)
+			m.Rtindex = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decJsonAggConstructor(m *pg_query.JsonAggConstructor) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "output":
 			m.Output = new(pg_query.JsonOutput)
-			return d.decJsonOutput(m.Output)
+			err = d.decJsonOutput(m.Output)
 		case "agg_filter":
 			m.AggFilter = new(pg_query.Node)
-			return d.decNode(m.AggFilter)
+			err = d.decNode(m.AggFilter)
 		case "agg_order":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.AggOrder = append(m.AggOrder, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "over":
 			m.Over = new(pg_query.WindowDef)
-			return d.decWindowDef(m.Over)
+			err = d.decWindowDef(m.Over)
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonArgument(m *pg_query.JsonArgument) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "val":
 			m.Val = new(pg_query.JsonValueExpr)
-			return d.decJsonValueExpr(m.Val)
+			err = d.decJsonValueExpr(m.Val)
 		case "name":
-			v, err := d.str()
-			m.Name = v
+			m.Name, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonArrayAgg(m *pg_query.JsonArrayAgg) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "constructor":
 			m.Constructor = new(pg_query.JsonAggConstructor)
-			return d.decJsonAggConstructor(m.Constructor)
+			err = d.decJsonAggConstructor(m.Constructor)
 		case "arg":
 			m.Arg = new(pg_query.JsonValueExpr)
-			return d.decJsonValueExpr(m.Arg)
+			err = d.decJsonValueExpr(m.Arg)
 		case "absent_on_null":
-			v, err := d.bool()
-			m.AbsentOnNull = v
+			m.AbsentOnNull, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonArrayConstructor(m *pg_query.JsonArrayConstructor) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "exprs":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Exprs = append(m.Exprs, x)
-				return d.decNode(x)
-			})
-		case "output":
-			m.Output = new(pg_query.JsonOutput)
-			return d.decJsonOutput(m.Output)
-		case "absent_on_null":
-			v, err := d.bool()
-			m.AbsentOnNull = v
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "exprs":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Exprs = append(m.Exprs, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "output":
+			m.Output = new(pg_query.JsonOutput)
+			err = d.decJsonOutput(m.Output)
+		case "absent_on_null":
+			m.AbsentOnNull, err = d.bool()
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decJsonArrayQueryConstructor(m *pg_query.JsonArrayQueryConstructor) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "query":
 			m.Query = new(pg_query.Node)
-			return d.decNode(m.Query)
+			err = d.decNode(m.Query)
 		case "output":
 			m.Output = new(pg_query.JsonOutput)
-			return d.decJsonOutput(m.Output)
+			err = d.decJsonOutput(m.Output)
 		case "format":
 			m.Format = new(pg_query.JsonFormat)
-			return d.decJsonFormat(m.Format)
+			err = d.decJsonFormat(m.Format)
 		case "absent_on_null":
-			v, err := d.bool()
-			m.AbsentOnNull = v
-			return err
+			m.AbsentOnNull, err = d.bool()
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonBehavior(m *pg_query.JsonBehavior) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "btype":
-			v, err := d.enum(pg_query.JsonBehaviorType_value)
-			m.Btype = pg_query.JsonBehaviorType(v)
-			return err
-		case "expr":
-			m.Expr = new(pg_query.Node)
-			return d.decNode(m.Expr)
-		case "coerce":
-			v, err := d.bool()
-			m.Coerce = v
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "btype":
+			var v int32
+			v, err = d.enum(pg_query.JsonBehaviorType_value)
+			m.Btype = pg_query.JsonBehaviorType(v)
+		case "expr":
+			m.Expr = new(pg_query.Node)
+			err = d.decNode(m.Expr)
+		case "coerce":
+			m.Coerce, err = d.bool()
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decJsonConstructorExpr(m *pg_query.JsonConstructorExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "type":
-			v, err := d.enum(pg_query.JsonConstructorType_value)
+			var v int32
+			v, err = d.enum(pg_query.JsonConstructorType_value)
 			m.Type = pg_query.JsonConstructorType(v)
-			return err
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "func":
 			m.Func = new(pg_query.Node)
-			return d.decNode(m.Func)
+			err = d.decNode(m.Func)
 		case "coercion":
 			m.Coercion = new(pg_query.Node)
-			return d.decNode(m.Coercion)
+			err = d.decNode(m.Coercion)
 		case "returning":
 			m.Returning = new(pg_query.JsonReturning)
-			return d.decJsonReturning(m.Returning)
+			err = d.decJsonReturning(m.Returning)
 		case "absent_on_null":
-			v, err := d.bool()
-			m.AbsentOnNull = v
-			return err
+			m.AbsentOnNull, err = d.bool()
 		case "unique":
-			v, err := d.bool()
-			m.Unique = v
-			return err
+			m.Unique, err = d.bool()
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonExpr(m *pg_query.JsonExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "op":
-			v, err := d.enum(pg_query.JsonExprOp_value)
+			var v int32
+			v, err = d.enum(pg_query.JsonExprOp_value)
 			m.Op = pg_query.JsonExprOp(v)
-			return err
 		case "column_name":
-			v, err := d.str()
-			m.ColumnName = v
-			return err
+			m.ColumnName, err = d.str()
 		case "formatted_expr":
 			m.FormattedExpr = new(pg_query.Node)
-			return d.decNode(m.FormattedExpr)
+			err = d.decNode(m.FormattedExpr)
 		case "format":
 			m.Format = new(pg_query.JsonFormat)
-			return d.decJsonFormat(m.Format)
+			err = d.decJsonFormat(m.Format)
 		case "path_spec":
 			m.PathSpec = new(pg_query.Node)
-			return d.decNode(m.PathSpec)
+			err = d.decNode(m.PathSpec)
 		case "returning":
 			m.Returning = new(pg_query.JsonReturning)
-			return d.decJsonReturning(m.Returning)
+			err = d.decJsonReturning(m.Returning)
 		case "passing_names":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.PassingNames = append(m.PassingNames, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "passing_values":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.PassingValues = append(m.PassingValues, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "on_empty":
 			m.OnEmpty = new(pg_query.JsonBehavior)
-			return d.decJsonBehavior(m.OnEmpty)
+			err = d.decJsonBehavior(m.OnEmpty)
 		case "on_error":
 			m.OnError = new(pg_query.JsonBehavior)
-			return d.decJsonBehavior(m.OnError)
+			err = d.decJsonBehavior(m.OnError)
 		case "use_io_coercion":
-			v, err := d.bool()
-			m.UseIoCoercion = v
-			return err
+			m.UseIoCoercion, err = d.bool()
 		case "use_json_coercion":
-			v, err := d.bool()
-			m.UseJsonCoercion = v
-			return err
+			m.UseJsonCoercion, err = d.bool()
 		case "wrapper":
-			v, err := d.enum(pg_query.JsonWrapper_value)
+			var v int32
+			v, err = d.enum(pg_query.JsonWrapper_value)
 			m.Wrapper = pg_query.JsonWrapper(v)
-			return err
 		case "omit_quotes":
-			v, err := d.bool()
-			m.OmitQuotes = v
-			return err
+			m.OmitQuotes, err = d.bool()
 		case "collation":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Collation = uint32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonFormat(m *pg_query.JsonFormat) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "format_type":
-			v, err := d.enum(pg_query.JsonFormatType_value)
-			m.FormatType = pg_query.JsonFormatType(v)
-			return err
-		case "encoding":
-			v, err := d.enum(pg_query.JsonEncoding_value)
-			m.Encoding = pg_query.JsonEncoding(v)
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "format_type":
+			var v int32
+			v, err = d.enum(pg_query.JsonFormatType_value)
+			m.FormatType = pg_query.JsonFormatType(v)
+		case "encoding":
+			var v int32
+			v, err = d.enum(pg_query.JsonEncoding_value)
+			m.Encoding = pg_query.JsonEncoding(v)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decJsonFuncExpr(m *pg_query.JsonFuncExpr) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "op":
-			v, err := d.enum(pg_query.JsonExprOp_value)
-			m.Op = pg_query.JsonExprOp(v)
-			return err
-		case "column_name":
-			v, err := d.str()
-			m.ColumnName = v
-			return err
-		case "context_item":
-			m.ContextItem = new(pg_query.JsonValueExpr)
-			return d.decJsonValueExpr(m.ContextItem)
-		case "pathspec":
-			m.Pathspec = new(pg_query.Node)
-			return d.decNode(m.Pathspec)
-		case "passing":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Passing = append(m.Passing, x)
-				return d.decNode(x)
-			})
-		case "output":
-			m.Output = new(pg_query.JsonOutput)
-			return d.decJsonOutput(m.Output)
-		case "on_empty":
-			m.OnEmpty = new(pg_query.JsonBehavior)
-			return d.decJsonBehavior(m.OnEmpty)
-		case "on_error":
-			m.OnError = new(pg_query.JsonBehavior)
-			return d.decJsonBehavior(m.OnError)
-		case "wrapper":
-			v, err := d.enum(pg_query.JsonWrapper_value)
-			m.Wrapper = pg_query.JsonWrapper(v)
-			return err
-		case "quotes":
-			v, err := d.enum(pg_query.JsonQuotes_value)
-			m.Quotes = pg_query.JsonQuotes(v)
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "op":
+			var v int32
+			v, err = d.enum(pg_query.JsonExprOp_value)
+			m.Op = pg_query.JsonExprOp(v)
+		case "column_name":
+			m.ColumnName, err = d.str()
+		case "context_item":
+			m.ContextItem = new(pg_query.JsonValueExpr)
+			err = d.decJsonValueExpr(m.ContextItem)
+		case "pathspec":
+			m.Pathspec = new(pg_query.Node)
+			err = d.decNode(m.Pathspec)
+		case "passing":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Passing = append(m.Passing, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "output":
+			m.Output = new(pg_query.JsonOutput)
+			err = d.decJsonOutput(m.Output)
+		case "on_empty":
+			m.OnEmpty = new(pg_query.JsonBehavior)
+			err = d.decJsonBehavior(m.OnEmpty)
+		case "on_error":
+			m.OnError = new(pg_query.JsonBehavior)
+			err = d.decJsonBehavior(m.OnError)
+		case "wrapper":
+			var v int32
+			v, err = d.enum(pg_query.JsonWrapper_value)
+			m.Wrapper = pg_query.JsonWrapper(v)
+		case "quotes":
+			var v int32
+			v, err = d.enum(pg_query.JsonQuotes_value)
+			m.Quotes = pg_query.JsonQuotes(v)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decJsonIsPredicate(m *pg_query.JsonIsPredicate) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "expr":
 			m.Expr = new(pg_query.Node)
-			return d.decNode(m.Expr)
+			err = d.decNode(m.Expr)
 		case "format":
 			m.Format = new(pg_query.JsonFormat)
-			return d.decJsonFormat(m.Format)
+			err = d.decJsonFormat(m.Format)
 		case "item_type":
-			v, err := d.enum(pg_query.JsonValueType_value)
+			var v int32
+			v, err = d.enum(pg_query.JsonValueType_value)
 			m.ItemType = pg_query.JsonValueType(v)
-			return err
 		case "unique_keys":
-			v, err := d.bool()
-			m.UniqueKeys = v
-			return err
+			m.UniqueKeys, err = d.bool()
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonKeyValue(m *pg_query.JsonKeyValue) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "key":
 			m.Key = new(pg_query.Node)
-			return d.decNode(m.Key)
+			err = d.decNode(m.Key)
 		case "value":
 			m.Value = new(pg_query.JsonValueExpr)
-			return d.decJsonValueExpr(m.Value)
+			err = d.decJsonValueExpr(m.Value)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decJsonObjectAgg(m *pg_query.JsonObjectAgg) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "constructor":
 			m.Constructor = new(pg_query.JsonAggConstructor)
-			return d.decJsonAggConstructor(m.Constructor)
+			err = d.decJsonAggConstructor(m.Constructor)
 		case "arg":
 			m.Arg = new(pg_query.JsonKeyValue)
-			return d.decJsonKeyValue(m.Arg)
+			err = d.decJsonKeyValue(m.Arg)
 		case "absent_on_null":
-			v, err := d.bool()
-			m.AbsentOnNull = v
-			return err
+			m.AbsentOnNull, err = d.bool()
 		case "unique":
-			v, err := d.bool()
-			m.Unique = v
+			m.Unique, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonObjectConstructor(m *pg_query.JsonObjectConstructor) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "exprs":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Exprs = append(m.Exprs, x)
-				return d.decNode(x)
-			})
-		case "output":
-			m.Output = new(pg_query.JsonOutput)
-			return d.decJsonOutput(m.Output)
-		case "absent_on_null":
-			v, err := d.bool()
-			m.AbsentOnNull = v
-			return err
-		case "unique":
-			v, err := d.bool()
-			m.Unique = v
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "exprs":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Exprs = append(m.Exprs, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "output":
+			m.Output = new(pg_query.JsonOutput)
+			err = d.decJsonOutput(m.Output)
+		case "absent_on_null":
+			m.AbsentOnNull, err = d.bool()
+		case "unique":
+			m.Unique, err = d.bool()
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decJsonOutput(m *pg_query.JsonOutput) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "type_name", "typeName":
 			m.TypeName = new(pg_query.TypeName)
-			return d.decTypeName(m.TypeName)
+			err = d.decTypeName(m.TypeName)
 		case "returning":
 			m.Returning = new(pg_query.JsonReturning)
-			return d.decJsonReturning(m.Returning)
+			err = d.decJsonReturning(m.Returning)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decJsonParseExpr(m *pg_query.JsonParseExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "expr":
 			m.Expr = new(pg_query.JsonValueExpr)
-			return d.decJsonValueExpr(m.Expr)
+			err = d.decJsonValueExpr(m.Expr)
 		case "output":
 			m.Output = new(pg_query.JsonOutput)
-			return d.decJsonOutput(m.Output)
+			err = d.decJsonOutput(m.Output)
 		case "unique_keys":
-			v, err := d.bool()
-			m.UniqueKeys = v
-			return err
+			m.UniqueKeys, err = d.bool()
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonReturning(m *pg_query.JsonReturning) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "format":
 			m.Format = new(pg_query.JsonFormat)
-			return d.decJsonFormat(m.Format)
+			err = d.decJsonFormat(m.Format)
 		case "typid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Typid = uint32(v)
-			return err
 		case "typmod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Typmod = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonScalarExpr(m *pg_query.JsonScalarExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "expr":
 			m.Expr = new(pg_query.Node)
-			return d.decNode(m.Expr)
+			err = d.decNode(m.Expr)
 		case "output":
 			m.Output = new(pg_query.JsonOutput)
-			return d.decJsonOutput(m.Output)
+			err = d.decJsonOutput(m.Output)
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonSerializeExpr(m *pg_query.JsonSerializeExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "expr":
 			m.Expr = new(pg_query.JsonValueExpr)
-			return d.decJsonValueExpr(m.Expr)
+			err = d.decJsonValueExpr(m.Expr)
 		case "output":
 			m.Output = new(pg_query.JsonOutput)
-			return d.decJsonOutput(m.Output)
+			err = d.decJsonOutput(m.Output)
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonTable(m *pg_query.JsonTable) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "context_item":
 			m.ContextItem = new(pg_query.JsonValueExpr)
-			return d.decJsonValueExpr(m.ContextItem)
+			err = d.decJsonValueExpr(m.ContextItem)
 		case "pathspec":
 			m.Pathspec = new(pg_query.JsonTablePathSpec)
-			return d.decJsonTablePathSpec(m.Pathspec)
+			err = d.decJsonTablePathSpec(m.Pathspec)
 		case "passing":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Passing = append(m.Passing, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "columns":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Columns = append(m.Columns, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "on_error":
 			m.OnError = new(pg_query.JsonBehavior)
-			return d.decJsonBehavior(m.OnError)
+			err = d.decJsonBehavior(m.OnError)
 		case "alias":
 			m.Alias = new(pg_query.Alias)
-			return d.decAlias(m.Alias)
+			err = d.decAlias(m.Alias)
 		case "lateral":
-			v, err := d.bool()
-			m.Lateral = v
-			return err
+			m.Lateral, err = d.bool()
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonTableColumn(m *pg_query.JsonTableColumn) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "coltype":
-			v, err := d.enum(pg_query.JsonTableColumnType_value)
-			m.Coltype = pg_query.JsonTableColumnType(v)
-			return err
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "type_name", "typeName":
-			m.TypeName = new(pg_query.TypeName)
-			return d.decTypeName(m.TypeName)
-		case "pathspec":
-			m.Pathspec = new(pg_query.JsonTablePathSpec)
-			return d.decJsonTablePathSpec(m.Pathspec)
-		case "format":
-			m.Format = new(pg_query.JsonFormat)
-			return d.decJsonFormat(m.Format)
-		case "wrapper":
-			v, err := d.enum(pg_query.JsonWrapper_value)
-			m.Wrapper = pg_query.JsonWrapper(v)
-			return err
-		case "quotes":
-			v, err := d.enum(pg_query.JsonQuotes_value)
-			m.Quotes = pg_query.JsonQuotes(v)
-			return err
-		case "columns":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Columns = append(m.Columns, x)
-				return d.decNode(x)
-			})
-		case "on_empty":
-			m.OnEmpty = new(pg_query.JsonBehavior)
-			return d.decJsonBehavior(m.OnEmpty)
-		case "on_error":
-			m.OnError = new(pg_query.JsonBehavior)
-			return d.decJsonBehavior(m.OnError)
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "coltype":
+			var v int32
+			v, err = d.enum(pg_query.JsonTableColumnType_value)
+			m.Coltype = pg_query.JsonTableColumnType(v)
+		case "name":
+			m.Name, err = d.str()
+		case "type_name", "typeName":
+			m.TypeName = new(pg_query.TypeName)
+			err = d.decTypeName(m.TypeName)
+		case "pathspec":
+			m.Pathspec = new(pg_query.JsonTablePathSpec)
+			err = d.decJsonTablePathSpec(m.Pathspec)
+		case "format":
+			m.Format = new(pg_query.JsonFormat)
+			err = d.decJsonFormat(m.Format)
+		case "wrapper":
+			var v int32
+			v, err = d.enum(pg_query.JsonWrapper_value)
+			m.Wrapper = pg_query.JsonWrapper(v)
+		case "quotes":
+			var v int32
+			v, err = d.enum(pg_query.JsonQuotes_value)
+			m.Quotes = pg_query.JsonQuotes(v)
+		case "columns":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Columns = append(m.Columns, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "on_empty":
+			m.OnEmpty = new(pg_query.JsonBehavior)
+			err = d.decJsonBehavior(m.OnEmpty)
+		case "on_error":
+			m.OnError = new(pg_query.JsonBehavior)
+			err = d.decJsonBehavior(m.OnError)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decJsonTablePath(m *pg_query.JsonTablePath) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "name":
-			v, err := d.str()
-			m.Name = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "name":
+			m.Name, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decJsonTablePathScan(m *pg_query.JsonTablePathScan) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "plan":
 			m.Plan = new(pg_query.Node)
-			return d.decNode(m.Plan)
+			err = d.decNode(m.Plan)
 		case "path":
 			m.Path = new(pg_query.JsonTablePath)
-			return d.decJsonTablePath(m.Path)
+			err = d.decJsonTablePath(m.Path)
 		case "error_on_error", "errorOnError":
-			v, err := d.bool()
-			m.ErrorOnError = v
-			return err
+			m.ErrorOnError, err = d.bool()
 		case "child":
 			m.Child = new(pg_query.Node)
-			return d.decNode(m.Child)
+			err = d.decNode(m.Child)
 		case "col_min", "colMin":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.ColMin = int32(v)
-			return err
 		case "col_max", "colMax":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.ColMax = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonTablePathSpec(m *pg_query.JsonTablePathSpec) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "string":
 			m.String_ = new(pg_query.Node)
-			return d.decNode(m.String_)
+			err = d.decNode(m.String_)
 		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
+			m.Name, err = d.str()
 		case "name_location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.NameLocation = int32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decJsonTableSiblingJoin(m *pg_query.JsonTableSiblingJoin) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "plan":
 			m.Plan = new(pg_query.Node)
-			return d.decNode(m.Plan)
+			err = d.decNode(m.Plan)
 		case "lplan":
 			m.Lplan = new(pg_query.Node)
-			return d.decNode(m.Lplan)
+			err = d.decNode(m.Lplan)
 		case "rplan":
 			m.Rplan = new(pg_query.Node)
-			return d.decNode(m.Rplan)
+			err = d.decNode(m.Rplan)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decJsonValueExpr(m *pg_query.JsonValueExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "raw_expr":
 			m.RawExpr = new(pg_query.Node)
-			return d.decNode(m.RawExpr)
+			err = d.decNode(m.RawExpr)
 		case "formatted_expr":
 			m.FormattedExpr = new(pg_query.Node)
-			return d.decNode(m.FormattedExpr)
+			err = d.decNode(m.FormattedExpr)
 		case "format":
 			m.Format = new(pg_query.JsonFormat)
-			return d.decJsonFormat(m.Format)
+			err = d.decJsonFormat(m.Format)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decList(m *pg_query.List) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "items":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Items = append(m.Items, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decListenStmt(m *pg_query.ListenStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "conditionname":
-			v, err := d.str()
-			m.Conditionname = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "conditionname":
+			m.Conditionname, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decLoadStmt(m *pg_query.LoadStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "filename":
-			v, err := d.str()
-			m.Filename = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "filename":
+			m.Filename, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decLockStmt(m *pg_query.LockStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "relations":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Relations = append(m.Relations, x)
-				return d.decNode(x)
-			})
-		case "mode":
-			v, err := d.int(32)
-			m.Mode = int32(v)
-			return err
-		case "nowait":
-			v, err := d.bool()
-			m.Nowait = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "relations":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Relations = append(m.Relations, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "mode":
+			var v int64
+			v, err = d.int(32)
+			m.Mode = int32(v)
+		case "nowait":
+			m.Nowait, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decLockingClause(m *pg_query.LockingClause) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "locked_rels", "lockedRels":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.LockedRels = append(m.LockedRels, x)
-				return d.decNode(x)
-			})
-		case "strength":
-			v, err := d.enum(pg_query.LockClauseStrength_value)
-			m.Strength = pg_query.LockClauseStrength(v)
-			return err
-		case "wait_policy", "waitPolicy":
-			v, err := d.enum(pg_query.LockWaitPolicy_value)
-			m.WaitPolicy = pg_query.LockWaitPolicy(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "locked_rels", "lockedRels":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.LockedRels = append(m.LockedRels, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "strength":
+			var v int32
+			v, err = d.enum(pg_query.LockClauseStrength_value)
+			m.Strength = pg_query.LockClauseStrength(v)
+		case "wait_policy", "waitPolicy":
+			var v int32
+			v, err = d.enum(pg_query.LockWaitPolicy_value)
+			m.WaitPolicy = pg_query.LockWaitPolicy(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decMergeAction(m *pg_query.MergeAction) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "match_kind", "matchKind":
-			v, err := d.enum(pg_query.MergeMatchKind_value)
+			var v int32
+			v, err = d.enum(pg_query.MergeMatchKind_value)
 			m.MatchKind = pg_query.MergeMatchKind(v)
-			return err
 		case "command_type", "commandType":
-			v, err := d.enum(pg_query.CmdType_value)
+			var v int32
+			v, err = d.enum(pg_query.CmdType_value)
 			m.CommandType = pg_query.CmdType(v)
-			return err
 		case "override":
-			v, err := d.enum(pg_query.OverridingKind_value)
+			var v int32
+			v, err = d.enum(pg_query.OverridingKind_value)
 			m.Override = pg_query.OverridingKind(v)
-			return err
 		case "qual":
 			m.Qual = new(pg_query.Node)
-			return d.decNode(m.Qual)
+			err = d.decNode(m.Qual)
 		case "target_list", "targetList":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.TargetList = append(m.TargetList, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "update_colnos", "updateColnos":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.UpdateColnos = append(m.UpdateColnos, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decMergeStmt(m *pg_query.MergeStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "source_relation", "sourceRelation":
 			m.SourceRelation = new(pg_query.Node)
-			return d.decNode(m.SourceRelation)
+			err = d.decNode(m.SourceRelation)
 		case "join_condition", "joinCondition":
 			m.JoinCondition = new(pg_query.Node)
-			return d.decNode(m.JoinCondition)
+			err = d.decNode(m.JoinCondition)
 		case "merge_when_clauses", "mergeWhenClauses":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.MergeWhenClauses = append(m.MergeWhenClauses, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "returning_list", "returningList":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ReturningList = append(m.ReturningList, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "with_clause", "withClause":
 			m.WithClause = new(pg_query.WithClause)
-			return d.decWithClause(m.WithClause)
+			err = d.decWithClause(m.WithClause)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decMergeSupportFunc(m *pg_query.MergeSupportFunc) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "msftype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Msftype = uint32(v)
-			return err
 		case "msfcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Msfcollid = uint32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decMergeWhenClause(m *pg_query.MergeWhenClause) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "match_kind", "matchKind":
-			v, err := d.enum(pg_query.MergeMatchKind_value)
+			var v int32
+			v, err = d.enum(pg_query.MergeMatchKind_value)
 			m.MatchKind = pg_query.MergeMatchKind(v)
-			return err
 		case "command_type", "commandType":
-			v, err := d.enum(pg_query.CmdType_value)
+			var v int32
+			v, err = d.enum(pg_query.CmdType_value)
 			m.CommandType = pg_query.CmdType(v)
-			return err
 		case "override":
-			v, err := d.enum(pg_query.OverridingKind_value)
+			var v int32
+			v, err = d.enum(pg_query.OverridingKind_value)
 			m.Override = pg_query.OverridingKind(v)
-			return err
 		case "condition":
 			m.Condition = new(pg_query.Node)
-			return d.decNode(m.Condition)
+			err = d.decNode(m.Condition)
 		case "target_list", "targetList":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.TargetList = append(m.TargetList, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "values":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Values = append(m.Values, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decMinMaxExpr(m *pg_query.MinMaxExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "minmaxtype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Minmaxtype = uint32(v)
-			return err
 		case "minmaxcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Minmaxcollid = uint32(v)
-			return err
 		case "inputcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Inputcollid = uint32(v)
-			return err
 		case "op":
-			v, err := d.enum(pg_query.MinMaxOp_value)
+			var v int32
+			v, err = d.enum(pg_query.MinMaxOp_value)
 			m.Op = pg_query.MinMaxOp(v)
-			return err
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decMultiAssignRef(m *pg_query.MultiAssignRef) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "source":
 			m.Source = new(pg_query.Node)
-			return d.decNode(m.Source)
+			err = d.decNode(m.Source)
 		case "colno":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Colno = int32(v)
-			return err
 		case "ncolumns":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Ncolumns = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decNamedArgExpr(m *pg_query.NamedArgExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
+			m.Name, err = d.str()
 		case "argnumber":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Argnumber = int32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decNextValueExpr(m *pg_query.NextValueExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "seqid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Seqid = uint32(v)
-			return err
 		case "type_id", "typeId":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.TypeId = uint32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decNode(m *pg_query.Node) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "a_array_expr", "A_ArrayExpr":
 			x := new(pg_query.A_ArrayExpr)
 			m.Node = &pg_query.Node_AArrayExpr{AArrayExpr: x}
-			return d.decA_ArrayExpr(x)
+			err = d.decA_ArrayExpr(x)
 		case "a_const", "A_Const":
 			x := new(pg_query.A_Const)
 			m.Node = &pg_query.Node_AConst{AConst: x}
-			return d.decA_Const(x)
+			err = d.decA_Const(x)
 		case "a_expr", "A_Expr":
 			x := new(pg_query.A_Expr)
 			m.Node = &pg_query.Node_AExpr{AExpr: x}
-			return d.decA_Expr(x)
+			err = d.decA_Expr(x)
 		case "a_indices", "A_Indices":
 			x := new(pg_query.A_Indices)
 			m.Node = &pg_query.Node_AIndices{AIndices: x}
-			return d.decA_Indices(x)
+			err = d.decA_Indices(x)
 		case "a_indirection", "A_Indirection":
 			x := new(pg_query.A_Indirection)
 			m.Node = &pg_query.Node_AIndirection{AIndirection: x}
-			return d.decA_Indirection(x)
+			err = d.decA_Indirection(x)
 		case "a_star", "A_Star":
 			x := new(pg_query.A_Star)
 			m.Node = &pg_query.Node_AStar{AStar: x}
-			return d.decA_Star(x)
+			err = d.decA_Star(x)
 		case "access_priv", "AccessPriv":
 			x := new(pg_query.AccessPriv)
 			m.Node = &pg_query.Node_AccessPriv{AccessPriv: x}
-			return d.decAccessPriv(x)
+			err = d.decAccessPriv(x)
 		case "aggref", "Aggref":
 			x := new(pg_query.Aggref)
 			m.Node = &pg_query.Node_Aggref{Aggref: x}
-			return d.decAggref(x)
+			err = d.decAggref(x)
 		case "alias", "Alias":
 			x := new(pg_query.Alias)
 			m.Node = &pg_query.Node_Alias{Alias: x}
-			return d.decAlias(x)
+			err = d.decAlias(x)
 		case "alter_collation_stmt", "AlterCollationStmt":
 			x := new(pg_query.AlterCollationStmt)
 			m.Node = &pg_query.Node_AlterCollationStmt{AlterCollationStmt: x}
-			return d.decAlterCollationStmt(x)
+			err = d.decAlterCollationStmt(x)
 		case "alter_database_refresh_coll_stmt", "AlterDatabaseRefreshCollStmt":
 			x := new(pg_query.AlterDatabaseRefreshCollStmt)
 			m.Node = &pg_query.Node_AlterDatabaseRefreshCollStmt{AlterDatabaseRefreshCollStmt: x}
-			return d.decAlterDatabaseRefreshCollStmt(x)
+			err = d.decAlterDatabaseRefreshCollStmt(x)
 		case "alter_database_set_stmt", "AlterDatabaseSetStmt":
 			x := new(pg_query.AlterDatabaseSetStmt)
 			m.Node = &pg_query.Node_AlterDatabaseSetStmt{AlterDatabaseSetStmt: x}
-			return d.decAlterDatabaseSetStmt(x)
+			err = d.decAlterDatabaseSetStmt(x)
 		case "alter_database_stmt", "AlterDatabaseStmt":
 			x := new(pg_query.AlterDatabaseStmt)
 			m.Node = &pg_query.Node_AlterDatabaseStmt{AlterDatabaseStmt: x}
-			return d.decAlterDatabaseStmt(x)
+			err = d.decAlterDatabaseStmt(x)
 		case "alter_default_privileges_stmt", "AlterDefaultPrivilegesStmt":
 			x := new(pg_query.AlterDefaultPrivilegesStmt)
 			m.Node = &pg_query.Node_AlterDefaultPrivilegesStmt{AlterDefaultPrivilegesStmt: x}
-			return d.decAlterDefaultPrivilegesStmt(x)
+			err = d.decAlterDefaultPrivilegesStmt(x)
 		case "alter_domain_stmt", "AlterDomainStmt":
 			x := new(pg_query.AlterDomainStmt)
 			m.Node = &pg_query.Node_AlterDomainStmt{AlterDomainStmt: x}
-			return d.decAlterDomainStmt(x)
+			err = d.decAlterDomainStmt(x)
 		case "alter_enum_stmt", "AlterEnumStmt":
 			x := new(pg_query.AlterEnumStmt)
 			m.Node = &pg_query.Node_AlterEnumStmt{AlterEnumStmt: x}
-			return d.decAlterEnumStmt(x)
+			err = d.decAlterEnumStmt(x)
 		case "alter_event_trig_stmt", "AlterEventTrigStmt":
 			x := new(pg_query.AlterEventTrigStmt)
 			m.Node = &pg_query.Node_AlterEventTrigStmt{AlterEventTrigStmt: x}
-			return d.decAlterEventTrigStmt(x)
+			err = d.decAlterEventTrigStmt(x)
 		case "alter_extension_contents_stmt", "AlterExtensionContentsStmt":
 			x := new(pg_query.AlterExtensionContentsStmt)
 			m.Node = &pg_query.Node_AlterExtensionContentsStmt{AlterExtensionContentsStmt: x}
-			return d.decAlterExtensionContentsStmt(x)
+			err = d.decAlterExtensionContentsStmt(x)
 		case "alter_extension_stmt", "AlterExtensionStmt":
 			x := new(pg_query.AlterExtensionStmt)
 			m.Node = &pg_query.Node_AlterExtensionStmt{AlterExtensionStmt: x}
-			return d.decAlterExtensionStmt(x)
+			err = d.decAlterExtensionStmt(x)
 		case "alter_fdw_stmt", "AlterFdwStmt":
 			x := new(pg_query.AlterFdwStmt)
 			m.Node = &pg_query.Node_AlterFdwStmt{AlterFdwStmt: x}
-			return d.decAlterFdwStmt(x)
+			err = d.decAlterFdwStmt(x)
 		case "alter_foreign_server_stmt", "AlterForeignServerStmt":
 			x := new(pg_query.AlterForeignServerStmt)
 			m.Node = &pg_query.Node_AlterForeignServerStmt{AlterForeignServerStmt: x}
-			return d.decAlterForeignServerStmt(x)
+			err = d.decAlterForeignServerStmt(x)
 		case "alter_function_stmt", "AlterFunctionStmt":
 			x := new(pg_query.AlterFunctionStmt)
 			m.Node = &pg_query.Node_AlterFunctionStmt{AlterFunctionStmt: x}
-			return d.decAlterFunctionStmt(x)
+			err = d.decAlterFunctionStmt(x)
 		case "alter_object_depends_stmt", "AlterObjectDependsStmt":
 			x := new(pg_query.AlterObjectDependsStmt)
 			m.Node = &pg_query.Node_AlterObjectDependsStmt{AlterObjectDependsStmt: x}
-			return d.decAlterObjectDependsStmt(x)
+			err = d.decAlterObjectDependsStmt(x)
 		case "alter_object_schema_stmt", "AlterObjectSchemaStmt":
 			x := new(pg_query.AlterObjectSchemaStmt)
 			m.Node = &pg_query.Node_AlterObjectSchemaStmt{AlterObjectSchemaStmt: x}
-			return d.decAlterObjectSchemaStmt(x)
+			err = d.decAlterObjectSchemaStmt(x)
 		case "alter_op_family_stmt", "AlterOpFamilyStmt":
 			x := new(pg_query.AlterOpFamilyStmt)
 			m.Node = &pg_query.Node_AlterOpFamilyStmt{AlterOpFamilyStmt: x}
-			return d.decAlterOpFamilyStmt(x)
+			err = d.decAlterOpFamilyStmt(x)
 		case "alter_operator_stmt", "AlterOperatorStmt":
 			x := new(pg_query.AlterOperatorStmt)
 			m.Node = &pg_query.Node_AlterOperatorStmt{AlterOperatorStmt: x}
-			return d.decAlterOperatorStmt(x)
+			err = d.decAlterOperatorStmt(x)
 		case "alter_owner_stmt", "AlterOwnerStmt":
 			x := new(pg_query.AlterOwnerStmt)
 			m.Node = &pg_query.Node_AlterOwnerStmt{AlterOwnerStmt: x}
-			return d.decAlterOwnerStmt(x)
+			err = d.decAlterOwnerStmt(x)
 		case "alter_policy_stmt", "AlterPolicyStmt":
 			x := new(pg_query.AlterPolicyStmt)
 			m.Node = &pg_query.Node_AlterPolicyStmt{AlterPolicyStmt: x}
-			return d.decAlterPolicyStmt(x)
+			err = d.decAlterPolicyStmt(x)
 		case "alter_publication_stmt", "AlterPublicationStmt":
 			x := new(pg_query.AlterPublicationStmt)
 			m.Node = &pg_query.Node_AlterPublicationStmt{AlterPublicationStmt: x}
-			return d.decAlterPublicationStmt(x)
+			err = d.decAlterPublicationStmt(x)
 		case "alter_role_set_stmt", "AlterRoleSetStmt":
 			x := new(pg_query.AlterRoleSetStmt)
 			m.Node = &pg_query.Node_AlterRoleSetStmt{AlterRoleSetStmt: x}
-			return d.decAlterRoleSetStmt(x)
+			err = d.decAlterRoleSetStmt(x)
 		case "alter_role_stmt", "AlterRoleStmt":
 			x := new(pg_query.AlterRoleStmt)
 			m.Node = &pg_query.Node_AlterRoleStmt{AlterRoleStmt: x}
-			return d.decAlterRoleStmt(x)
+			err = d.decAlterRoleStmt(x)
 		case "alter_seq_stmt", "AlterSeqStmt":
 			x := new(pg_query.AlterSeqStmt)
 			m.Node = &pg_query.Node_AlterSeqStmt{AlterSeqStmt: x}
-			return d.decAlterSeqStmt(x)
+			err = d.decAlterSeqStmt(x)
 		case "alter_stats_stmt", "AlterStatsStmt":
 			x := new(pg_query.AlterStatsStmt)
 			m.Node = &pg_query.Node_AlterStatsStmt{AlterStatsStmt: x}
-			return d.decAlterStatsStmt(x)
+			err = d.decAlterStatsStmt(x)
 		case "alter_subscription_stmt", "AlterSubscriptionStmt":
 			x := new(pg_query.AlterSubscriptionStmt)
 			m.Node = &pg_query.Node_AlterSubscriptionStmt{AlterSubscriptionStmt: x}
-			return d.decAlterSubscriptionStmt(x)
+			err = d.decAlterSubscriptionStmt(x)
 		case "alter_system_stmt", "AlterSystemStmt":
 			x := new(pg_query.AlterSystemStmt)
 			m.Node = &pg_query.Node_AlterSystemStmt{AlterSystemStmt: x}
-			return d.decAlterSystemStmt(x)
+			err = d.decAlterSystemStmt(x)
 		case "alter_table_cmd", "AlterTableCmd":
 			x := new(pg_query.AlterTableCmd)
 			m.Node = &pg_query.Node_AlterTableCmd{AlterTableCmd: x}
-			return d.decAlterTableCmd(x)
+			err = d.decAlterTableCmd(x)
 		case "alter_table_move_all_stmt", "AlterTableMoveAllStmt":
 			x := new(pg_query.AlterTableMoveAllStmt)
 			m.Node = &pg_query.Node_AlterTableMoveAllStmt{AlterTableMoveAllStmt: x}
-			return d.decAlterTableMoveAllStmt(x)
+			err = d.decAlterTableMoveAllStmt(x)
 		case "alter_table_space_options_stmt", "AlterTableSpaceOptionsStmt":
 			x := new(pg_query.AlterTableSpaceOptionsStmt)
 			m.Node = &pg_query.Node_AlterTableSpaceOptionsStmt{AlterTableSpaceOptionsStmt: x}
-			return d.decAlterTableSpaceOptionsStmt(x)
+			err = d.decAlterTableSpaceOptionsStmt(x)
 		case "alter_table_stmt", "AlterTableStmt":
 			x := new(pg_query.AlterTableStmt)
 			m.Node = &pg_query.Node_AlterTableStmt{AlterTableStmt: x}
-			return d.decAlterTableStmt(x)
+			err = d.decAlterTableStmt(x)
 		case "alter_tsconfiguration_stmt", "AlterTSConfigurationStmt":
 			x := new(pg_query.AlterTSConfigurationStmt)
 			m.Node = &pg_query.Node_AlterTsconfigurationStmt{AlterTsconfigurationStmt: x}
-			return d.decAlterTSConfigurationStmt(x)
+			err = d.decAlterTSConfigurationStmt(x)
 		case "alter_tsdictionary_stmt", "AlterTSDictionaryStmt":
 			x := new(pg_query.AlterTSDictionaryStmt)
 			m.Node = &pg_query.Node_AlterTsdictionaryStmt{AlterTsdictionaryStmt: x}
-			return d.decAlterTSDictionaryStmt(x)
+			err = d.decAlterTSDictionaryStmt(x)
 		case "alter_type_stmt", "AlterTypeStmt":
 			x := new(pg_query.AlterTypeStmt)
 			m.Node = &pg_query.Node_AlterTypeStmt{AlterTypeStmt: x}
-			return d.decAlterTypeStmt(x)
+			err = d.decAlterTypeStmt(x)
 		case "alter_user_mapping_stmt", "AlterUserMappingStmt":
 			x := new(pg_query.AlterUserMappingStmt)
 			m.Node = &pg_query.Node_AlterUserMappingStmt{AlterUserMappingStmt: x}
-			return d.decAlterUserMappingStmt(x)
+			err = d.decAlterUserMappingStmt(x)
 		case "alternative_sub_plan", "AlternativeSubPlan":
 			x := new(pg_query.AlternativeSubPlan)
 			m.Node = &pg_query.Node_AlternativeSubPlan{AlternativeSubPlan: x}
-			return d.decAlternativeSubPlan(x)
+			err = d.decAlternativeSubPlan(x)
 		case "array_coerce_expr", "ArrayCoerceExpr":
 			x := new(pg_query.ArrayCoerceExpr)
 			m.Node = &pg_query.Node_ArrayCoerceExpr{ArrayCoerceExpr: x}
-			return d.decArrayCoerceExpr(x)
+			err = d.decArrayCoerceExpr(x)
 		case "array_expr", "ArrayExpr":
 			x := new(pg_query.ArrayExpr)
 			m.Node = &pg_query.Node_ArrayExpr{ArrayExpr: x}
-			return d.decArrayExpr(x)
+			err = d.decArrayExpr(x)
 		case "bit_string", "BitString":
 			x := new(pg_query.BitString)
 			m.Node = &pg_query.Node_BitString{BitString: x}
-			return d.decBitString(x)
+			err = d.decBitString(x)
 		case "bool_expr", "BoolExpr":
 			x := new(pg_query.BoolExpr)
 			m.Node = &pg_query.Node_BoolExpr{BoolExpr: x}
-			return d.decBoolExpr(x)
+			err = d.decBoolExpr(x)
 		case "boolean", "Boolean":
 			x := new(pg_query.Boolean)
 			m.Node = &pg_query.Node_Boolean{Boolean: x}
-			return d.decBoolean(x)
+			err = d.decBoolean(x)
 		case "boolean_test", "BooleanTest":
 			x := new(pg_query.BooleanTest)
 			m.Node = &pg_query.Node_BooleanTest{BooleanTest: x}
-			return d.decBooleanTest(x)
+			err = d.decBooleanTest(x)
 		case "call_context", "CallContext":
 			x := new(pg_query.CallContext)
 			m.Node = &pg_query.Node_CallContext{CallContext: x}
-			return d.decCallContext(x)
+			err = d.decCallContext(x)
 		case "call_stmt", "CallStmt":
 			x := new(pg_query.CallStmt)
 			m.Node = &pg_query.Node_CallStmt{CallStmt: x}
-			return d.decCallStmt(x)
+			err = d.decCallStmt(x)
 		case "case_expr", "CaseExpr":
 			x := new(pg_query.CaseExpr)
 			m.Node = &pg_query.Node_CaseExpr{CaseExpr: x}
-			return d.decCaseExpr(x)
+			err = d.decCaseExpr(x)
 		case "case_test_expr", "CaseTestExpr":
 			x := new(pg_query.CaseTestExpr)
 			m.Node = &pg_query.Node_CaseTestExpr{CaseTestExpr: x}
-			return d.decCaseTestExpr(x)
+			err = d.decCaseTestExpr(x)
 		case "case_when", "CaseWhen":
 			x := new(pg_query.CaseWhen)
 			m.Node = &pg_query.Node_CaseWhen{CaseWhen: x}
-			return d.decCaseWhen(x)
+			err = d.decCaseWhen(x)
 		case "check_point_stmt", "CheckPointStmt":
 			x := new(pg_query.CheckPointStmt)
 			m.Node = &pg_query.Node_CheckPointStmt{CheckPointStmt: x}
-			return d.decCheckPointStmt(x)
+			err = d.decCheckPointStmt(x)
 		case "close_portal_stmt", "ClosePortalStmt":
 			x := new(pg_query.ClosePortalStmt)
 			m.Node = &pg_query.Node_ClosePortalStmt{ClosePortalStmt: x}
-			return d.decClosePortalStmt(x)
+			err = d.decClosePortalStmt(x)
 		case "cluster_stmt", "ClusterStmt":
 			x := new(pg_query.ClusterStmt)
 			m.Node = &pg_query.Node_ClusterStmt{ClusterStmt: x}
-			return d.decClusterStmt(x)
+			err = d.decClusterStmt(x)
 		case "coalesce_expr", "CoalesceExpr":
 			x := new(pg_query.CoalesceExpr)
 			m.Node = &pg_query.Node_CoalesceExpr{CoalesceExpr: x}
-			return d.decCoalesceExpr(x)
+			err = d.decCoalesceExpr(x)
 		case "coerce_to_domain", "CoerceToDomain":
 			x := new(pg_query.CoerceToDomain)
 			m.Node = &pg_query.Node_CoerceToDomain{CoerceToDomain: x}
-			return d.decCoerceToDomain(x)
+			err = d.decCoerceToDomain(x)
 		case "coerce_to_domain_value", "CoerceToDomainValue":
 			x := new(pg_query.CoerceToDomainValue)
 			m.Node = &pg_query.Node_CoerceToDomainValue{CoerceToDomainValue: x}
-			return d.decCoerceToDomainValue(x)
+			err = d.decCoerceToDomainValue(x)
 		case "coerce_via_io", "CoerceViaIO":
 			x := new(pg_query.CoerceViaIO)
 			m.Node = &pg_query.Node_CoerceViaIo{CoerceViaIo: x}
-			return d.decCoerceViaIO(x)
+			err = d.decCoerceViaIO(x)
 		case "collate_clause", "CollateClause":
 			x := new(pg_query.CollateClause)
 			m.Node = &pg_query.Node_CollateClause{CollateClause: x}
-			return d.decCollateClause(x)
+			err = d.decCollateClause(x)
 		case "collate_expr", "CollateExpr":
 			x := new(pg_query.CollateExpr)
 			m.Node = &pg_query.Node_CollateExpr{CollateExpr: x}
-			return d.decCollateExpr(x)
+			err = d.decCollateExpr(x)
 		case "column_def", "ColumnDef":
 			x := new(pg_query.ColumnDef)
 			m.Node = &pg_query.Node_ColumnDef{ColumnDef: x}
-			return d.decColumnDef(x)
+			err = d.decColumnDef(x)
 		case "column_ref", "ColumnRef":
 			x := new(pg_query.ColumnRef)
 			m.Node = &pg_query.Node_ColumnRef{ColumnRef: x}
-			return d.decColumnRef(x)
+			err = d.decColumnRef(x)
 		case "comment_stmt", "CommentStmt":
 			x := new(pg_query.CommentStmt)
 			m.Node = &pg_query.Node_CommentStmt{CommentStmt: x}
-			return d.decCommentStmt(x)
+			err = d.decCommentStmt(x)
 		case "common_table_expr", "CommonTableExpr":
 			x := new(pg_query.CommonTableExpr)
 			m.Node = &pg_query.Node_CommonTableExpr{CommonTableExpr: x}
-			return d.decCommonTableExpr(x)
+			err = d.decCommonTableExpr(x)
 		case "composite_type_stmt", "CompositeTypeStmt":
 			x := new(pg_query.CompositeTypeStmt)
 			m.Node = &pg_query.Node_CompositeTypeStmt{CompositeTypeStmt: x}
-			return d.decCompositeTypeStmt(x)
+			err = d.decCompositeTypeStmt(x)
 		case "constraint", "Constraint":
 			x := new(pg_query.Constraint)
 			m.Node = &pg_query.Node_Constraint{Constraint: x}
-			return d.decConstraint(x)
+			err = d.decConstraint(x)
 		case "constraints_set_stmt", "ConstraintsSetStmt":
 			x := new(pg_query.ConstraintsSetStmt)
 			m.Node = &pg_query.Node_ConstraintsSetStmt{ConstraintsSetStmt: x}
-			return d.decConstraintsSetStmt(x)
+			err = d.decConstraintsSetStmt(x)
 		case "convert_rowtype_expr", "ConvertRowtypeExpr":
 			x := new(pg_query.ConvertRowtypeExpr)
 			m.Node = &pg_query.Node_ConvertRowtypeExpr{ConvertRowtypeExpr: x}
-			return d.decConvertRowtypeExpr(x)
+			err = d.decConvertRowtypeExpr(x)
 		case "copy_stmt", "CopyStmt":
 			x := new(pg_query.CopyStmt)
 			m.Node = &pg_query.Node_CopyStmt{CopyStmt: x}
-			return d.decCopyStmt(x)
+			err = d.decCopyStmt(x)
 		case "create_am_stmt", "CreateAmStmt":
 			x := new(pg_query.CreateAmStmt)
 			m.Node = &pg_query.Node_CreateAmStmt{CreateAmStmt: x}
-			return d.decCreateAmStmt(x)
+			err = d.decCreateAmStmt(x)
 		case "create_cast_stmt", "CreateCastStmt":
 			x := new(pg_query.CreateCastStmt)
 			m.Node = &pg_query.Node_CreateCastStmt{CreateCastStmt: x}
-			return d.decCreateCastStmt(x)
+			err = d.decCreateCastStmt(x)
 		case "create_conversion_stmt", "CreateConversionStmt":
 			x := new(pg_query.CreateConversionStmt)
 			m.Node = &pg_query.Node_CreateConversionStmt{CreateConversionStmt: x}
-			return d.decCreateConversionStmt(x)
+			err = d.decCreateConversionStmt(x)
 		case "create_domain_stmt", "CreateDomainStmt":
 			x := new(pg_query.CreateDomainStmt)
 			m.Node = &pg_query.Node_CreateDomainStmt{CreateDomainStmt: x}
-			return d.decCreateDomainStmt(x)
+			err = d.decCreateDomainStmt(x)
 		case "create_enum_stmt", "CreateEnumStmt":
 			x := new(pg_query.CreateEnumStmt)
 			m.Node = &pg_query.Node_CreateEnumStmt{CreateEnumStmt: x}
-			return d.decCreateEnumStmt(x)
+			err = d.decCreateEnumStmt(x)
 		case "create_event_trig_stmt", "CreateEventTrigStmt":
 			x := new(pg_query.CreateEventTrigStmt)
 			m.Node = &pg_query.Node_CreateEventTrigStmt{CreateEventTrigStmt: x}
-			return d.decCreateEventTrigStmt(x)
+			err = d.decCreateEventTrigStmt(x)
 		case "create_extension_stmt", "CreateExtensionStmt":
 			x := new(pg_query.CreateExtensionStmt)
 			m.Node = &pg_query.Node_CreateExtensionStmt{CreateExtensionStmt: x}
-			return d.decCreateExtensionStmt(x)
+			err = d.decCreateExtensionStmt(x)
 		case "create_fdw_stmt", "CreateFdwStmt":
 			x := new(pg_query.CreateFdwStmt)
 			m.Node = &pg_query.Node_CreateFdwStmt{CreateFdwStmt: x}
-			return d.decCreateFdwStmt(x)
+			err = d.decCreateFdwStmt(x)
 		case "create_foreign_server_stmt", "CreateForeignServerStmt":
 			x := new(pg_query.CreateForeignServerStmt)
 			m.Node = &pg_query.Node_CreateForeignServerStmt{CreateForeignServerStmt: x}
-			return d.decCreateForeignServerStmt(x)
+			err = d.decCreateForeignServerStmt(x)
 		case "create_foreign_table_stmt", "CreateForeignTableStmt":
 			x := new(pg_query.CreateForeignTableStmt)
 			m.Node = &pg_query.Node_CreateForeignTableStmt{CreateForeignTableStmt: x}
-			return d.decCreateForeignTableStmt(x)
+			err = d.decCreateForeignTableStmt(x)
 		case "create_function_stmt", "CreateFunctionStmt":
 			x := new(pg_query.CreateFunctionStmt)
 			m.Node = &pg_query.Node_CreateFunctionStmt{CreateFunctionStmt: x}
-			return d.decCreateFunctionStmt(x)
+			err = d.decCreateFunctionStmt(x)
 		case "create_op_class_item", "CreateOpClassItem":
 			x := new(pg_query.CreateOpClassItem)
 			m.Node = &pg_query.Node_CreateOpClassItem{CreateOpClassItem: x}
-			return d.decCreateOpClassItem(x)
+			err = d.decCreateOpClassItem(x)
 		case "create_op_class_stmt", "CreateOpClassStmt":
 			x := new(pg_query.CreateOpClassStmt)
 			m.Node = &pg_query.Node_CreateOpClassStmt{CreateOpClassStmt: x}
-			return d.decCreateOpClassStmt(x)
+			err = d.decCreateOpClassStmt(x)
 		case "create_op_family_stmt", "CreateOpFamilyStmt":
 			x := new(pg_query.CreateOpFamilyStmt)
 			m.Node = &pg_query.Node_CreateOpFamilyStmt{CreateOpFamilyStmt: x}
-			return d.decCreateOpFamilyStmt(x)
+			err = d.decCreateOpFamilyStmt(x)
 		case "create_plang_stmt", "CreatePLangStmt":
 			x := new(pg_query.CreatePLangStmt)
 			m.Node = &pg_query.Node_CreatePlangStmt{CreatePlangStmt: x}
-			return d.decCreatePLangStmt(x)
+			err = d.decCreatePLangStmt(x)
 		case "create_policy_stmt", "CreatePolicyStmt":
 			x := new(pg_query.CreatePolicyStmt)
 			m.Node = &pg_query.Node_CreatePolicyStmt{CreatePolicyStmt: x}
-			return d.decCreatePolicyStmt(x)
+			err = d.decCreatePolicyStmt(x)
 		case "create_publication_stmt", "CreatePublicationStmt":
 			x := new(pg_query.CreatePublicationStmt)
 			m.Node = &pg_query.Node_CreatePublicationStmt{CreatePublicationStmt: x}
-			return d.decCreatePublicationStmt(x)
+			err = d.decCreatePublicationStmt(x)
 		case "create_range_stmt", "CreateRangeStmt":
 			x := new(pg_query.CreateRangeStmt)
 			m.Node = &pg_query.Node_CreateRangeStmt{CreateRangeStmt: x}
-			return d.decCreateRangeStmt(x)
+			err = d.decCreateRangeStmt(x)
 		case "create_role_stmt", "CreateRoleStmt":
 			x := new(pg_query.CreateRoleStmt)
 			m.Node = &pg_query.Node_CreateRoleStmt{CreateRoleStmt: x}
-			return d.decCreateRoleStmt(x)
+			err = d.decCreateRoleStmt(x)
 		case "create_schema_stmt", "CreateSchemaStmt":
 			x := new(pg_query.CreateSchemaStmt)
 			m.Node = &pg_query.Node_CreateSchemaStmt{CreateSchemaStmt: x}
-			return d.decCreateSchemaStmt(x)
+			err = d.decCreateSchemaStmt(x)
 		case "create_seq_stmt", "CreateSeqStmt":
 			x := new(pg_query.CreateSeqStmt)
 			m.Node = &pg_query.Node_CreateSeqStmt{CreateSeqStmt: x}
-			return d.decCreateSeqStmt(x)
+			err = d.decCreateSeqStmt(x)
 		case "create_stats_stmt", "CreateStatsStmt":
 			x := new(pg_query.CreateStatsStmt)
 			m.Node = &pg_query.Node_CreateStatsStmt{CreateStatsStmt: x}
-			return d.decCreateStatsStmt(x)
+			err = d.decCreateStatsStmt(x)
 		case "create_stmt", "CreateStmt":
 			x := new(pg_query.CreateStmt)
 			m.Node = &pg_query.Node_CreateStmt{CreateStmt: x}
-			return d.decCreateStmt(x)
+			err = d.decCreateStmt(x)
 		case "create_subscription_stmt", "CreateSubscriptionStmt":
 			x := new(pg_query.CreateSubscriptionStmt)
 			m.Node = &pg_query.Node_CreateSubscriptionStmt{CreateSubscriptionStmt: x}
-			return d.decCreateSubscriptionStmt(x)
+			err = d.decCreateSubscriptionStmt(x)
 		case "create_table_as_stmt", "CreateTableAsStmt":
 			x := new(pg_query.CreateTableAsStmt)
 			m.Node = &pg_query.Node_CreateTableAsStmt{CreateTableAsStmt: x}
-			return d.decCreateTableAsStmt(x)
+			err = d.decCreateTableAsStmt(x)
 		case "create_table_space_stmt", "CreateTableSpaceStmt":
 			x := new(pg_query.CreateTableSpaceStmt)
 			m.Node = &pg_query.Node_CreateTableSpaceStmt{CreateTableSpaceStmt: x}
-			return d.decCreateTableSpaceStmt(x)
+			err = d.decCreateTableSpaceStmt(x)
 		case "create_transform_stmt", "CreateTransformStmt":
 			x := new(pg_query.CreateTransformStmt)
 			m.Node = &pg_query.Node_CreateTransformStmt{CreateTransformStmt: x}
-			return d.decCreateTransformStmt(x)
+			err = d.decCreateTransformStmt(x)
 		case "create_trig_stmt", "CreateTrigStmt":
 			x := new(pg_query.CreateTrigStmt)
 			m.Node = &pg_query.Node_CreateTrigStmt{CreateTrigStmt: x}
-			return d.decCreateTrigStmt(x)
+			err = d.decCreateTrigStmt(x)
 		case "create_user_mapping_stmt", "CreateUserMappingStmt":
 			x := new(pg_query.CreateUserMappingStmt)
 			m.Node = &pg_query.Node_CreateUserMappingStmt{CreateUserMappingStmt: x}
-			return d.decCreateUserMappingStmt(x)
+			err = d.decCreateUserMappingStmt(x)
 		case "createdb_stmt", "CreatedbStmt":
 			x := new(pg_query.CreatedbStmt)
 			m.Node = &pg_query.Node_CreatedbStmt{CreatedbStmt: x}
-			return d.decCreatedbStmt(x)
+			err = d.decCreatedbStmt(x)
 		case "ctecycle_clause", "CTECycleClause":
 			x := new(pg_query.CTECycleClause)
 			m.Node = &pg_query.Node_CtecycleClause{CtecycleClause: x}
-			return d.decCTECycleClause(x)
+			err = d.decCTECycleClause(x)
 		case "ctesearch_clause", "CTESearchClause":
 			x := new(pg_query.CTESearchClause)
 			m.Node = &pg_query.Node_CtesearchClause{CtesearchClause: x}
-			return d.decCTESearchClause(x)
+			err = d.decCTESearchClause(x)
 		case "current_of_expr", "CurrentOfExpr":
 			x := new(pg_query.CurrentOfExpr)
 			m.Node = &pg_query.Node_CurrentOfExpr{CurrentOfExpr: x}
-			return d.decCurrentOfExpr(x)
+			err = d.decCurrentOfExpr(x)
 		case "deallocate_stmt", "DeallocateStmt":
 			x := new(pg_query.DeallocateStmt)
 			m.Node = &pg_query.Node_DeallocateStmt{DeallocateStmt: x}
-			return d.decDeallocateStmt(x)
+			err = d.decDeallocateStmt(x)
 		case "declare_cursor_stmt", "DeclareCursorStmt":
 			x := new(pg_query.DeclareCursorStmt)
 			m.Node = &pg_query.Node_DeclareCursorStmt{DeclareCursorStmt: x}
-			return d.decDeclareCursorStmt(x)
+			err = d.decDeclareCursorStmt(x)
 		case "def_elem", "DefElem":
 			x := new(pg_query.DefElem)
 			m.Node = &pg_query.Node_DefElem{DefElem: x}
-			return d.decDefElem(x)
+			err = d.decDefElem(x)
 		case "define_stmt", "DefineStmt":
 			x := new(pg_query.DefineStmt)
 			m.Node = &pg_query.Node_DefineStmt{DefineStmt: x}
-			return d.decDefineStmt(x)
+			err = d.decDefineStmt(x)
 		case "delete_stmt", "DeleteStmt":
 			x := new(pg_query.DeleteStmt)
 			m.Node = &pg_query.Node_DeleteStmt{DeleteStmt: x}
-			return d.decDeleteStmt(x)
+			err = d.decDeleteStmt(x)
 		case "discard_stmt", "DiscardStmt":
 			x := new(pg_query.DiscardStmt)
 			m.Node = &pg_query.Node_DiscardStmt{DiscardStmt: x}
-			return d.decDiscardStmt(x)
+			err = d.decDiscardStmt(x)
 		case "distinct_expr", "DistinctExpr":
 			x := new(pg_query.DistinctExpr)
 			m.Node = &pg_query.Node_DistinctExpr{DistinctExpr: x}
-			return d.decDistinctExpr(x)
+			err = d.decDistinctExpr(x)
 		case "do_stmt", "DoStmt":
 			x := new(pg_query.DoStmt)
 			m.Node = &pg_query.Node_DoStmt{DoStmt: x}
-			return d.decDoStmt(x)
+			err = d.decDoStmt(x)
 		case "drop_owned_stmt", "DropOwnedStmt":
 			x := new(pg_query.DropOwnedStmt)
 			m.Node = &pg_query.Node_DropOwnedStmt{DropOwnedStmt: x}
-			return d.decDropOwnedStmt(x)
+			err = d.decDropOwnedStmt(x)
 		case "drop_role_stmt", "DropRoleStmt":
 			x := new(pg_query.DropRoleStmt)
 			m.Node = &pg_query.Node_DropRoleStmt{DropRoleStmt: x}
-			return d.decDropRoleStmt(x)
+			err = d.decDropRoleStmt(x)
 		case "drop_stmt", "DropStmt":
 			x := new(pg_query.DropStmt)
 			m.Node = &pg_query.Node_DropStmt{DropStmt: x}
-			return d.decDropStmt(x)
+			err = d.decDropStmt(x)
 		case "drop_subscription_stmt", "DropSubscriptionStmt":
 			x := new(pg_query.DropSubscriptionStmt)
 			m.Node = &pg_query.Node_DropSubscriptionStmt{DropSubscriptionStmt: x}
-			return d.decDropSubscriptionStmt(x)
+			err = d.decDropSubscriptionStmt(x)
 		case "drop_table_space_stmt", "DropTableSpaceStmt":
 			x := new(pg_query.DropTableSpaceStmt)
 			m.Node = &pg_query.Node_DropTableSpaceStmt{DropTableSpaceStmt: x}
-			return d.decDropTableSpaceStmt(x)
+			err = d.decDropTableSpaceStmt(x)
 		case "drop_user_mapping_stmt", "DropUserMappingStmt":
 			x := new(pg_query.DropUserMappingStmt)
 			m.Node = &pg_query.Node_DropUserMappingStmt{DropUserMappingStmt: x}
-			return d.decDropUserMappingStmt(x)
+			err = d.decDropUserMappingStmt(x)
 		case "dropdb_stmt", "DropdbStmt":
 			x := new(pg_query.DropdbStmt)
 			m.Node = &pg_query.Node_DropdbStmt{DropdbStmt: x}
-			return d.decDropdbStmt(x)
+			err = d.decDropdbStmt(x)
 		case "execute_stmt", "ExecuteStmt":
 			x := new(pg_query.ExecuteStmt)
 			m.Node = &pg_query.Node_ExecuteStmt{ExecuteStmt: x}
-			return d.decExecuteStmt(x)
+			err = d.decExecuteStmt(x)
 		case "explain_stmt", "ExplainStmt":
 			x := new(pg_query.ExplainStmt)
 			m.Node = &pg_query.Node_ExplainStmt{ExplainStmt: x}
-			return d.decExplainStmt(x)
+			err = d.decExplainStmt(x)
 		case "fetch_stmt", "FetchStmt":
 			x := new(pg_query.FetchStmt)
 			m.Node = &pg_query.Node_FetchStmt{FetchStmt: x}
-			return d.decFetchStmt(x)
+			err = d.decFetchStmt(x)
 		case "field_select", "FieldSelect":
 			x := new(pg_query.FieldSelect)
 			m.Node = &pg_query.Node_FieldSelect{FieldSelect: x}
-			return d.decFieldSelect(x)
+			err = d.decFieldSelect(x)
 		case "field_store", "FieldStore":
 			x := new(pg_query.FieldStore)
 			m.Node = &pg_query.Node_FieldStore{FieldStore: x}
-			return d.decFieldStore(x)
+			err = d.decFieldStore(x)
 		case "float", "Float":
 			x := new(pg_query.Float)
 			m.Node = &pg_query.Node_Float{Float: x}
-			return d.decFloat(x)
+			err = d.decFloat(x)
 		case "from_expr", "FromExpr":
 			x := new(pg_query.FromExpr)
 			m.Node = &pg_query.Node_FromExpr{FromExpr: x}
-			return d.decFromExpr(x)
+			err = d.decFromExpr(x)
 		case "func_call", "FuncCall":
 			x := new(pg_query.FuncCall)
 			m.Node = &pg_query.Node_FuncCall{FuncCall: x}
-			return d.decFuncCall(x)
+			err = d.decFuncCall(x)
 		case "func_expr", "FuncExpr":
 			x := new(pg_query.FuncExpr)
 			m.Node = &pg_query.Node_FuncExpr{FuncExpr: x}
-			return d.decFuncExpr(x)
+			err = d.decFuncExpr(x)
 		case "function_parameter", "FunctionParameter":
 			x := new(pg_query.FunctionParameter)
 			m.Node = &pg_query.Node_FunctionParameter{FunctionParameter: x}
-			return d.decFunctionParameter(x)
+			err = d.decFunctionParameter(x)
 		case "grant_role_stmt", "GrantRoleStmt":
 			x := new(pg_query.GrantRoleStmt)
 			m.Node = &pg_query.Node_GrantRoleStmt{GrantRoleStmt: x}
-			return d.decGrantRoleStmt(x)
+			err = d.decGrantRoleStmt(x)
 		case "grant_stmt", "GrantStmt":
 			x := new(pg_query.GrantStmt)
 			m.Node = &pg_query.Node_GrantStmt{GrantStmt: x}
-			return d.decGrantStmt(x)
+			err = d.decGrantStmt(x)
 		case "grouping_func", "GroupingFunc":
 			x := new(pg_query.GroupingFunc)
 			m.Node = &pg_query.Node_GroupingFunc{GroupingFunc: x}
-			return d.decGroupingFunc(x)
+			err = d.decGroupingFunc(x)
 		case "grouping_set", "GroupingSet":
 			x := new(pg_query.GroupingSet)
 			m.Node = &pg_query.Node_GroupingSet{GroupingSet: x}
-			return d.decGroupingSet(x)
+			err = d.decGroupingSet(x)
 		case "import_foreign_schema_stmt", "ImportForeignSchemaStmt":
 			x := new(pg_query.ImportForeignSchemaStmt)
 			m.Node = &pg_query.Node_ImportForeignSchemaStmt{ImportForeignSchemaStmt: x}
-			return d.decImportForeignSchemaStmt(x)
+			err = d.decImportForeignSchemaStmt(x)
 		case "index_elem", "IndexElem":
 			x := new(pg_query.IndexElem)
 			m.Node = &pg_query.Node_IndexElem{IndexElem: x}
-			return d.decIndexElem(x)
+			err = d.decIndexElem(x)
 		case "index_stmt", "IndexStmt":
 			x := new(pg_query.IndexStmt)
 			m.Node = &pg_query.Node_IndexStmt{IndexStmt: x}
-			return d.decIndexStmt(x)
+			err = d.decIndexStmt(x)
 		case "infer_clause", "InferClause":
 			x := new(pg_query.InferClause)
 			m.Node = &pg_query.Node_InferClause{InferClause: x}
-			return d.decInferClause(x)
+			err = d.decInferClause(x)
 		case "inference_elem", "InferenceElem":
 			x := new(pg_query.InferenceElem)
 			m.Node = &pg_query.Node_InferenceElem{InferenceElem: x}
-			return d.decInferenceElem(x)
+			err = d.decInferenceElem(x)
 		case "inline_code_block", "InlineCodeBlock":
 			x := new(pg_query.InlineCodeBlock)
 			m.Node = &pg_query.Node_InlineCodeBlock{InlineCodeBlock: x}
-			return d.decInlineCodeBlock(x)
+			err = d.decInlineCodeBlock(x)
 		case "insert_stmt", "InsertStmt":
 			x := new(pg_query.InsertStmt)
 			m.Node = &pg_query.Node_InsertStmt{InsertStmt: x}
-			return d.decInsertStmt(x)
+			err = d.decInsertStmt(x)
 		case "int_list", "IntList":
 			x := new(pg_query.IntList)
 			m.Node = &pg_query.Node_IntList{IntList: x}
-			return d.decIntList(x)
+			err = d.decIntList(x)
 		case "integer", "Integer":
 			x := new(pg_query.Integer)
 			m.Node = &pg_query.Node_Integer{Integer: x}
-			return d.decInteger(x)
+			err = d.decInteger(x)
 		case "into_clause", "IntoClause":
 			x := new(pg_query.IntoClause)
 			m.Node = &pg_query.Node_IntoClause{IntoClause: x}
-			return d.decIntoClause(x)
+			err = d.decIntoClause(x)
 		case "join_expr", "JoinExpr":
 			x := new(pg_query.JoinExpr)
 			m.Node = &pg_query.Node_JoinExpr{JoinExpr: x}
-			return d.decJoinExpr(x)
+			err = d.decJoinExpr(x)
 		case "json_agg_constructor", "JsonAggConstructor":
 			x := new(pg_query.JsonAggConstructor)
 			m.Node = &pg_query.Node_JsonAggConstructor{JsonAggConstructor: x}
-			return d.decJsonAggConstructor(x)
+			err = d.decJsonAggConstructor(x)
 		case "json_argument", "JsonArgument":
 			x := new(pg_query.JsonArgument)
 			m.Node = &pg_query.Node_JsonArgument{JsonArgument: x}
-			return d.decJsonArgument(x)
+			err = d.decJsonArgument(x)
 		case "json_array_agg", "JsonArrayAgg":
 			x := new(pg_query.JsonArrayAgg)
 			m.Node = &pg_query.Node_JsonArrayAgg{JsonArrayAgg: x}
-			return d.decJsonArrayAgg(x)
+			err = d.decJsonArrayAgg(x)
 		case "json_array_constructor", "JsonArrayConstructor":
 			x := new(pg_query.JsonArrayConstructor)
 			m.Node = &pg_query.Node_JsonArrayConstructor{JsonArrayConstructor: x}
-			return d.decJsonArrayConstructor(x)
+			err = d.decJsonArrayConstructor(x)
 		case "json_array_query_constructor", "JsonArrayQueryConstructor":
 			x := new(pg_query.JsonArrayQueryConstructor)
 			m.Node = &pg_query.Node_JsonArrayQueryConstructor{JsonArrayQueryConstructor: x}
-			return d.decJsonArrayQueryConstructor(x)
+			err = d.decJsonArrayQueryConstructor(x)
 		case "json_behavior", "JsonBehavior":
 			x := new(pg_query.JsonBehavior)
 			m.Node = &pg_query.Node_JsonBehavior{JsonBehavior: x}
-			return d.decJsonBehavior(x)
+			err = d.decJsonBehavior(x)
 		case "json_constructor_expr", "JsonConstructorExpr":
 			x := new(pg_query.JsonConstructorExpr)
 			m.Node = &pg_query.Node_JsonConstructorExpr{JsonConstructorExpr: x}
-			return d.decJsonConstructorExpr(x)
+			err = d.decJsonConstructorExpr(x)
 		case "json_expr", "JsonExpr":
 			x := new(pg_query.JsonExpr)
 			m.Node = &pg_query.Node_JsonExpr{JsonExpr: x}
-			return d.decJsonExpr(x)
+			err = d.decJsonExpr(x)
 		case "json_format", "JsonFormat":
 			x := new(pg_query.JsonFormat)
 			m.Node = &pg_query.Node_JsonFormat{JsonFormat: x}
-			return d.decJsonFormat(x)
+			err = d.decJsonFormat(x)
 		case "json_func_expr", "JsonFuncExpr":
 			x := new(pg_query.JsonFuncExpr)
 			m.Node = &pg_query.Node_JsonFuncExpr{JsonFuncExpr: x}
-			return d.decJsonFuncExpr(x)
+			err = d.decJsonFuncExpr(x)
 		case "json_is_predicate", "JsonIsPredicate":
 			x := new(pg_query.JsonIsPredicate)
 			m.Node = &pg_query.Node_JsonIsPredicate{JsonIsPredicate: x}
-			return d.decJsonIsPredicate(x)
+			err = d.decJsonIsPredicate(x)
 		case "json_key_value", "JsonKeyValue":
 			x := new(pg_query.JsonKeyValue)
 			m.Node = &pg_query.Node_JsonKeyValue{JsonKeyValue: x}
-			return d.decJsonKeyValue(x)
+			err = d.decJsonKeyValue(x)
 		case "json_object_agg", "JsonObjectAgg":
 			x := new(pg_query.JsonObjectAgg)
 			m.Node = &pg_query.Node_JsonObjectAgg{JsonObjectAgg: x}
-			return d.decJsonObjectAgg(x)
+			err = d.decJsonObjectAgg(x)
 		case "json_object_constructor", "JsonObjectConstructor":
 			x := new(pg_query.JsonObjectConstructor)
 			m.Node = &pg_query.Node_JsonObjectConstructor{JsonObjectConstructor: x}
-			return d.decJsonObjectConstructor(x)
+			err = d.decJsonObjectConstructor(x)
 		case "json_output", "JsonOutput":
 			x := new(pg_query.JsonOutput)
 			m.Node = &pg_query.Node_JsonOutput{JsonOutput: x}
-			return d.decJsonOutput(x)
+			err = d.decJsonOutput(x)
 		case "json_parse_expr", "JsonParseExpr":
 			x := new(pg_query.JsonParseExpr)
 			m.Node = &pg_query.Node_JsonParseExpr{JsonParseExpr: x}
-			return d.decJsonParseExpr(x)
+			err = d.decJsonParseExpr(x)
 		case "json_returning", "JsonReturning":
 			x := new(pg_query.JsonReturning)
 			m.Node = &pg_query.Node_JsonReturning{JsonReturning: x}
-			return d.decJsonReturning(x)
+			err = d.decJsonReturning(x)
 		case "json_scalar_expr", "JsonScalarExpr":
 			x := new(pg_query.JsonScalarExpr)
 			m.Node = &pg_query.Node_JsonScalarExpr{JsonScalarExpr: x}
-			return d.decJsonScalarExpr(x)
+			err = d.decJsonScalarExpr(x)
 		case "json_serialize_expr", "JsonSerializeExpr":
 			x := new(pg_query.JsonSerializeExpr)
 			m.Node = &pg_query.Node_JsonSerializeExpr{JsonSerializeExpr: x}
-			return d.decJsonSerializeExpr(x)
+			err = d.decJsonSerializeExpr(x)
 		case "json_table", "JsonTable":
 			x := new(pg_query.JsonTable)
 			m.Node = &pg_query.Node_JsonTable{JsonTable: x}
-			return d.decJsonTable(x)
+			err = d.decJsonTable(x)
 		case "json_table_column", "JsonTableColumn":
 			x := new(pg_query.JsonTableColumn)
 			m.Node = &pg_query.Node_JsonTableColumn{JsonTableColumn: x}
-			return d.decJsonTableColumn(x)
+			err = d.decJsonTableColumn(x)
 		case "json_table_path", "JsonTablePath":
 			x := new(pg_query.JsonTablePath)
 			m.Node = &pg_query.Node_JsonTablePath{JsonTablePath: x}
-			return d.decJsonTablePath(x)
+			err = d.decJsonTablePath(x)
 		case "json_table_path_scan", "JsonTablePathScan":
 			x := new(pg_query.JsonTablePathScan)
 			m.Node = &pg_query.Node_JsonTablePathScan{JsonTablePathScan: x}
-			return d.decJsonTablePathScan(x)
+			err = d.decJsonTablePathScan(x)
 		case "json_table_path_spec", "JsonTablePathSpec":
 			x := new(pg_query.JsonTablePathSpec)
 			m.Node = &pg_query.Node_JsonTablePathSpec{JsonTablePathSpec: x}
-			return d.decJsonTablePathSpec(x)
+			err = d.decJsonTablePathSpec(x)
 		case "json_table_sibling_join", "JsonTableSiblingJoin":
 			x := new(pg_query.JsonTableSiblingJoin)
 			m.Node = &pg_query.Node_JsonTableSiblingJoin{JsonTableSiblingJoin: x}
-			return d.decJsonTableSiblingJoin(x)
+			err = d.decJsonTableSiblingJoin(x)
 		case "json_value_expr", "JsonValueExpr":
 			x := new(pg_query.JsonValueExpr)
 			m.Node = &pg_query.Node_JsonValueExpr{JsonValueExpr: x}
-			return d.decJsonValueExpr(x)
+			err = d.decJsonValueExpr(x)
 		case "list", "List":
 			x := new(pg_query.List)
 			m.Node = &pg_query.Node_List{List: x}
-			return d.decList(x)
+			err = d.decList(x)
 		case "listen_stmt", "ListenStmt":
 			x := new(pg_query.ListenStmt)
 			m.Node = &pg_query.Node_ListenStmt{ListenStmt: x}
-			return d.decListenStmt(x)
+			err = d.decListenStmt(x)
 		case "load_stmt", "LoadStmt":
 			x := new(pg_query.LoadStmt)
 			m.Node = &pg_query.Node_LoadStmt{LoadStmt: x}
-			return d.decLoadStmt(x)
+			err = d.decLoadStmt(x)
 		case "lock_stmt", "LockStmt":
 			x := new(pg_query.LockStmt)
 			m.Node = &pg_query.Node_LockStmt{LockStmt: x}
-			return d.decLockStmt(x)
+			err = d.decLockStmt(x)
 		case "locking_clause", "LockingClause":
 			x := new(pg_query.LockingClause)
 			m.Node = &pg_query.Node_LockingClause{LockingClause: x}
-			return d.decLockingClause(x)
+			err = d.decLockingClause(x)
 		case "merge_action", "MergeAction":
 			x := new(pg_query.MergeAction)
 			m.Node = &pg_query.Node_MergeAction{MergeAction: x}
-			return d.decMergeAction(x)
+			err = d.decMergeAction(x)
 		case "merge_stmt", "MergeStmt":
 			x := new(pg_query.MergeStmt)
 			m.Node = &pg_query.Node_MergeStmt{MergeStmt: x}
-			return d.decMergeStmt(x)
+			err = d.decMergeStmt(x)
 		case "merge_support_func", "MergeSupportFunc":
 			x := new(pg_query.MergeSupportFunc)
 			m.Node = &pg_query.Node_MergeSupportFunc{MergeSupportFunc: x}
-			return d.decMergeSupportFunc(x)
+			err = d.decMergeSupportFunc(x)
 		case "merge_when_clause", "MergeWhenClause":
 			x := new(pg_query.MergeWhenClause)
 			m.Node = &pg_query.Node_MergeWhenClause{MergeWhenClause: x}
-			return d.decMergeWhenClause(x)
+			err = d.decMergeWhenClause(x)
 		case "min_max_expr", "MinMaxExpr":
 			x := new(pg_query.MinMaxExpr)
 			m.Node = &pg_query.Node_MinMaxExpr{MinMaxExpr: x}
-			return d.decMinMaxExpr(x)
+			err = d.decMinMaxExpr(x)
 		case "multi_assign_ref", "MultiAssignRef":
 			x := new(pg_query.MultiAssignRef)
 			m.Node = &pg_query.Node_MultiAssignRef{MultiAssignRef: x}
-			return d.decMultiAssignRef(x)
+			err = d.decMultiAssignRef(x)
 		case "named_arg_expr", "NamedArgExpr":
 			x := new(pg_query.NamedArgExpr)
 			m.Node = &pg_query.Node_NamedArgExpr{NamedArgExpr: x}
-			return d.decNamedArgExpr(x)
+			err = d.decNamedArgExpr(x)
 		case "next_value_expr", "NextValueExpr":
 			x := new(pg_query.NextValueExpr)
 			m.Node = &pg_query.Node_NextValueExpr{NextValueExpr: x}
-			return d.decNextValueExpr(x)
+			err = d.decNextValueExpr(x)
 		case "notify_stmt", "NotifyStmt":
 			x := new(pg_query.NotifyStmt)
 			m.Node = &pg_query.Node_NotifyStmt{NotifyStmt: x}
-			return d.decNotifyStmt(x)
+			err = d.decNotifyStmt(x)
 		case "null_if_expr", "NullIfExpr":
 			x := new(pg_query.NullIfExpr)
 			m.Node = &pg_query.Node_NullIfExpr{NullIfExpr: x}
-			return d.decNullIfExpr(x)
+			err = d.decNullIfExpr(x)
 		case "null_test", "NullTest":
 			x := new(pg_query.NullTest)
 			m.Node = &pg_query.Node_NullTest{NullTest: x}
-			return d.decNullTest(x)
+			err = d.decNullTest(x)
 		case "object_with_args", "ObjectWithArgs":
 			x := new(pg_query.ObjectWithArgs)
 			m.Node = &pg_query.Node_ObjectWithArgs{ObjectWithArgs: x}
-			return d.decObjectWithArgs(x)
+			err = d.decObjectWithArgs(x)
 		case "oid_list", "OidList":
 			x := new(pg_query.OidList)
 			m.Node = &pg_query.Node_OidList{OidList: x}
-			return d.decOidList(x)
+			err = d.decOidList(x)
 		case "on_conflict_clause", "OnConflictClause":
 			x := new(pg_query.OnConflictClause)
 			m.Node = &pg_query.Node_OnConflictClause{OnConflictClause: x}
-			return d.decOnConflictClause(x)
+			err = d.decOnConflictClause(x)
 		case "on_conflict_expr", "OnConflictExpr":
 			x := new(pg_query.OnConflictExpr)
 			m.Node = &pg_query.Node_OnConflictExpr{OnConflictExpr: x}
-			return d.decOnConflictExpr(x)
+			err = d.decOnConflictExpr(x)
 		case "op_expr", "OpExpr":
 			x := new(pg_query.OpExpr)
 			m.Node = &pg_query.Node_OpExpr{OpExpr: x}
-			return d.decOpExpr(x)
+			err = d.decOpExpr(x)
 		case "param", "Param":
 			x := new(pg_query.Param)
 			m.Node = &pg_query.Node_Param{Param: x}
-			return d.decParam(x)
+			err = d.decParam(x)
 		case "param_ref", "ParamRef":
 			x := new(pg_query.ParamRef)
 			m.Node = &pg_query.Node_ParamRef{ParamRef: x}
-			return d.decParamRef(x)
+			err = d.decParamRef(x)
 		case "partition_bound_spec", "PartitionBoundSpec":
 			x := new(pg_query.PartitionBoundSpec)
 			m.Node = &pg_query.Node_PartitionBoundSpec{PartitionBoundSpec: x}
-			return d.decPartitionBoundSpec(x)
+			err = d.decPartitionBoundSpec(x)
 		case "partition_cmd", "PartitionCmd":
 			x := new(pg_query.PartitionCmd)
 			m.Node = &pg_query.Node_PartitionCmd{PartitionCmd: x}
-			return d.decPartitionCmd(x)
+			err = d.decPartitionCmd(x)
 		case "partition_elem", "PartitionElem":
 			x := new(pg_query.PartitionElem)
 			m.Node = &pg_query.Node_PartitionElem{PartitionElem: x}
-			return d.decPartitionElem(x)
+			err = d.decPartitionElem(x)
 		case "partition_range_datum", "PartitionRangeDatum":
 			x := new(pg_query.PartitionRangeDatum)
 			m.Node = &pg_query.Node_PartitionRangeDatum{PartitionRangeDatum: x}
-			return d.decPartitionRangeDatum(x)
+			err = d.decPartitionRangeDatum(x)
 		case "partition_spec", "PartitionSpec":
 			x := new(pg_query.PartitionSpec)
 			m.Node = &pg_query.Node_PartitionSpec{PartitionSpec: x}
-			return d.decPartitionSpec(x)
+			err = d.decPartitionSpec(x)
 		case "plassign_stmt", "PLAssignStmt":
 			x := new(pg_query.PLAssignStmt)
 			m.Node = &pg_query.Node_PlassignStmt{PlassignStmt: x}
-			return d.decPLAssignStmt(x)
+			err = d.decPLAssignStmt(x)
 		case "prepare_stmt", "PrepareStmt":
 			x := new(pg_query.PrepareStmt)
 			m.Node = &pg_query.Node_PrepareStmt{PrepareStmt: x}
-			return d.decPrepareStmt(x)
+			err = d.decPrepareStmt(x)
 		case "publication_obj_spec", "PublicationObjSpec":
 			x := new(pg_query.PublicationObjSpec)
 			m.Node = &pg_query.Node_PublicationObjSpec{PublicationObjSpec: x}
-			return d.decPublicationObjSpec(x)
+			err = d.decPublicationObjSpec(x)
 		case "publication_table", "PublicationTable":
 			x := new(pg_query.PublicationTable)
 			m.Node = &pg_query.Node_PublicationTable{PublicationTable: x}
-			return d.decPublicationTable(x)
+			err = d.decPublicationTable(x)
 		case "query", "Query":
 			x := new(pg_query.Query)
 			m.Node = &pg_query.Node_Query{Query: x}
-			return d.decQuery(x)
+			err = d.decQuery(x)
 		case "range_function", "RangeFunction":
 			x := new(pg_query.RangeFunction)
 			m.Node = &pg_query.Node_RangeFunction{RangeFunction: x}
-			return d.decRangeFunction(x)
+			err = d.decRangeFunction(x)
 		case "range_subselect", "RangeSubselect":
 			x := new(pg_query.RangeSubselect)
 			m.Node = &pg_query.Node_RangeSubselect{RangeSubselect: x}
-			return d.decRangeSubselect(x)
+			err = d.decRangeSubselect(x)
 		case "range_table_func", "RangeTableFunc":
 			x := new(pg_query.RangeTableFunc)
 			m.Node = &pg_query.Node_RangeTableFunc{RangeTableFunc: x}
-			return d.decRangeTableFunc(x)
+			err = d.decRangeTableFunc(x)
 		case "range_table_func_col", "RangeTableFuncCol":
 			x := new(pg_query.RangeTableFuncCol)
 			m.Node = &pg_query.Node_RangeTableFuncCol{RangeTableFuncCol: x}
-			return d.decRangeTableFuncCol(x)
+			err = d.decRangeTableFuncCol(x)
 		case "range_table_sample", "RangeTableSample":
 			x := new(pg_query.RangeTableSample)
 			m.Node = &pg_query.Node_RangeTableSample{RangeTableSample: x}
-			return d.decRangeTableSample(x)
+			err = d.decRangeTableSample(x)
 		case "range_tbl_entry", "RangeTblEntry":
 			x := new(pg_query.RangeTblEntry)
 			m.Node = &pg_query.Node_RangeTblEntry{RangeTblEntry: x}
-			return d.decRangeTblEntry(x)
+			err = d.decRangeTblEntry(x)
 		case "range_tbl_function", "RangeTblFunction":
 			x := new(pg_query.RangeTblFunction)
 			m.Node = &pg_query.Node_RangeTblFunction{RangeTblFunction: x}
-			return d.decRangeTblFunction(x)
+			err = d.decRangeTblFunction(x)
 		case "range_tbl_ref", "RangeTblRef":
 			x := new(pg_query.RangeTblRef)
 			m.Node = &pg_query.Node_RangeTblRef{RangeTblRef: x}
-			return d.decRangeTblRef(x)
+			err = d.decRangeTblRef(x)
 		case "range_var", "RangeVar":
 			x := new(pg_query.RangeVar)
 			m.Node = &pg_query.Node_RangeVar{RangeVar: x}
-			return d.decRangeVar(x)
+			err = d.decRangeVar(x)
 		case "raw_stmt", "RawStmt":
 			x := new(pg_query.RawStmt)
 			m.Node = &pg_query.Node_RawStmt{RawStmt: x}
-			return d.decRawStmt(x)
+			err = d.decRawStmt(x)
 		case "reassign_owned_stmt", "ReassignOwnedStmt":
 			x := new(pg_query.ReassignOwnedStmt)
 			m.Node = &pg_query.Node_ReassignOwnedStmt{ReassignOwnedStmt: x}
-			return d.decReassignOwnedStmt(x)
+			err = d.decReassignOwnedStmt(x)
 		case "refresh_mat_view_stmt", "RefreshMatViewStmt":
 			x := new(pg_query.RefreshMatViewStmt)
 			m.Node = &pg_query.Node_RefreshMatViewStmt{RefreshMatViewStmt: x}
-			return d.decRefreshMatViewStmt(x)
+			err = d.decRefreshMatViewStmt(x)
 		case "reindex_stmt", "ReindexStmt":
 			x := new(pg_query.ReindexStmt)
 			m.Node = &pg_query.Node_ReindexStmt{ReindexStmt: x}
-			return d.decReindexStmt(x)
+			err = d.decReindexStmt(x)
 		case "relabel_type", "RelabelType":
 			x := new(pg_query.RelabelType)
 			m.Node = &pg_query.Node_RelabelType{RelabelType: x}
-			return d.decRelabelType(x)
+			err = d.decRelabelType(x)
 		case "rename_stmt", "RenameStmt":
 			x := new(pg_query.RenameStmt)
 			m.Node = &pg_query.Node_RenameStmt{RenameStmt: x}
-			return d.decRenameStmt(x)
+			err = d.decRenameStmt(x)
 		case "replica_identity_stmt", "ReplicaIdentityStmt":
 			x := new(pg_query.ReplicaIdentityStmt)
 			m.Node = &pg_query.Node_ReplicaIdentityStmt{ReplicaIdentityStmt: x}
-			return d.decReplicaIdentityStmt(x)
+			err = d.decReplicaIdentityStmt(x)
 		case "res_target", "ResTarget":
 			x := new(pg_query.ResTarget)
 			m.Node = &pg_query.Node_ResTarget{ResTarget: x}
-			return d.decResTarget(x)
+			err = d.decResTarget(x)
 		case "return_stmt", "ReturnStmt":
 			x := new(pg_query.ReturnStmt)
 			m.Node = &pg_query.Node_ReturnStmt{ReturnStmt: x}
-			return d.decReturnStmt(x)
+			err = d.decReturnStmt(x)
 		case "role_spec", "RoleSpec":
 			x := new(pg_query.RoleSpec)
 			m.Node = &pg_query.Node_RoleSpec{RoleSpec: x}
-			return d.decRoleSpec(x)
+			err = d.decRoleSpec(x)
 		case "row_compare_expr", "RowCompareExpr":
 			x := new(pg_query.RowCompareExpr)
 			m.Node = &pg_query.Node_RowCompareExpr{RowCompareExpr: x}
-			return d.decRowCompareExpr(x)
+			err = d.decRowCompareExpr(x)
 		case "row_expr", "RowExpr":
 			x := new(pg_query.RowExpr)
 			m.Node = &pg_query.Node_RowExpr{RowExpr: x}
-			return d.decRowExpr(x)
+			err = d.decRowExpr(x)
 		case "row_mark_clause", "RowMarkClause":
 			x := new(pg_query.RowMarkClause)
 			m.Node = &pg_query.Node_RowMarkClause{RowMarkClause: x}
-			return d.decRowMarkClause(x)
+			err = d.decRowMarkClause(x)
 		case "rtepermission_info", "RTEPermissionInfo":
 			x := new(pg_query.RTEPermissionInfo)
 			m.Node = &pg_query.Node_RtepermissionInfo{RtepermissionInfo: x}
-			return d.decRTEPermissionInfo(x)
+			err = d.decRTEPermissionInfo(x)
 		case "rule_stmt", "RuleStmt":
 			x := new(pg_query.RuleStmt)
 			m.Node = &pg_query.Node_RuleStmt{RuleStmt: x}
-			return d.decRuleStmt(x)
+			err = d.decRuleStmt(x)
 		case "scalar_array_op_expr", "ScalarArrayOpExpr":
 			x := new(pg_query.ScalarArrayOpExpr)
 			m.Node = &pg_query.Node_ScalarArrayOpExpr{ScalarArrayOpExpr: x}
-			return d.decScalarArrayOpExpr(x)
+			err = d.decScalarArrayOpExpr(x)
 		case "sec_label_stmt", "SecLabelStmt":
 			x := new(pg_query.SecLabelStmt)
 			m.Node = &pg_query.Node_SecLabelStmt{SecLabelStmt: x}
-			return d.decSecLabelStmt(x)
+			err = d.decSecLabelStmt(x)
 		case "select_stmt", "SelectStmt":
 			x := new(pg_query.SelectStmt)
 			m.Node = &pg_query.Node_SelectStmt{SelectStmt: x}
-			return d.decSelectStmt(x)
+			err = d.decSelectStmt(x)
 		case "set_operation_stmt", "SetOperationStmt":
 			x := new(pg_query.SetOperationStmt)
 			m.Node = &pg_query.Node_SetOperationStmt{SetOperationStmt: x}
-			return d.decSetOperationStmt(x)
+			err = d.decSetOperationStmt(x)
 		case "set_to_default", "SetToDefault":
 			x := new(pg_query.SetToDefault)
 			m.Node = &pg_query.Node_SetToDefault{SetToDefault: x}
-			return d.decSetToDefault(x)
+			err = d.decSetToDefault(x)
 		case "single_partition_spec", "SinglePartitionSpec":
 			x := new(pg_query.SinglePartitionSpec)
 			m.Node = &pg_query.Node_SinglePartitionSpec{SinglePartitionSpec: x}
-			return d.decSinglePartitionSpec(x)
+			err = d.decSinglePartitionSpec(x)
 		case "sort_by", "SortBy":
 			x := new(pg_query.SortBy)
 			m.Node = &pg_query.Node_SortBy{SortBy: x}
-			return d.decSortBy(x)
+			err = d.decSortBy(x)
 		case "sort_group_clause", "SortGroupClause":
 			x := new(pg_query.SortGroupClause)
 			m.Node = &pg_query.Node_SortGroupClause{SortGroupClause: x}
-			return d.decSortGroupClause(x)
+			err = d.decSortGroupClause(x)
 		case "sqlvalue_function", "SQLValueFunction":
 			x := new(pg_query.SQLValueFunction)
 			m.Node = &pg_query.Node_SqlvalueFunction{SqlvalueFunction: x}
-			return d.decSQLValueFunction(x)
+			err = d.decSQLValueFunction(x)
 		case "stats_elem", "StatsElem":
 			x := new(pg_query.StatsElem)
 			m.Node = &pg_query.Node_StatsElem{StatsElem: x}
-			return d.decStatsElem(x)
+			err = d.decStatsElem(x)
 		case "string", "String":
 			x := new(pg_query.String)
 			m.Node = &pg_query.Node_String_{String_: x}
-			return d.decString(x)
+			err = d.decString(x)
 		case "sub_link", "SubLink":
 			x := new(pg_query.SubLink)
 			m.Node = &pg_query.Node_SubLink{SubLink: x}
-			return d.decSubLink(x)
+			err = d.decSubLink(x)
 		case "sub_plan", "SubPlan":
 			x := new(pg_query.SubPlan)
 			m.Node = &pg_query.Node_SubPlan{SubPlan: x}
-			return d.decSubPlan(x)
+			err = d.decSubPlan(x)
 		case "subscripting_ref", "SubscriptingRef":
 			x := new(pg_query.SubscriptingRef)
 			m.Node = &pg_query.Node_SubscriptingRef{SubscriptingRef: x}
-			return d.decSubscriptingRef(x)
+			err = d.decSubscriptingRef(x)
 		case "table_func", "TableFunc":
 			x := new(pg_query.TableFunc)
 			m.Node = &pg_query.Node_TableFunc{TableFunc: x}
-			return d.decTableFunc(x)
+			err = d.decTableFunc(x)
 		case "table_like_clause", "TableLikeClause":
 			x := new(pg_query.TableLikeClause)
 			m.Node = &pg_query.Node_TableLikeClause{TableLikeClause: x}
-			return d.decTableLikeClause(x)
+			err = d.decTableLikeClause(x)
 		case "table_sample_clause", "TableSampleClause":
 			x := new(pg_query.TableSampleClause)
 			m.Node = &pg_query.Node_TableSampleClause{TableSampleClause: x}
-			return d.decTableSampleClause(x)
+			err = d.decTableSampleClause(x)
 		case "target_entry", "TargetEntry":
 			x := new(pg_query.TargetEntry)
 			m.Node = &pg_query.Node_TargetEntry{TargetEntry: x}
-			return d.decTargetEntry(x)
+			err = d.decTargetEntry(x)
 		case "transaction_stmt", "TransactionStmt":
 			x := new(pg_query.TransactionStmt)
 			m.Node = &pg_query.Node_TransactionStmt{TransactionStmt: x}
-			return d.decTransactionStmt(x)
+			err = d.decTransactionStmt(x)
 		case "trigger_transition", "TriggerTransition":
 			x := new(pg_query.TriggerTransition)
 			m.Node = &pg_query.Node_TriggerTransition{TriggerTransition: x}
-			return d.decTriggerTransition(x)
+			err = d.decTriggerTransition(x)
 		case "truncate_stmt", "TruncateStmt":
 			x := new(pg_query.TruncateStmt)
 			m.Node = &pg_query.Node_TruncateStmt{TruncateStmt: x}
-			return d.decTruncateStmt(x)
+			err = d.decTruncateStmt(x)
 		case "type_cast", "TypeCast":
 			x := new(pg_query.TypeCast)
 			m.Node = &pg_query.Node_TypeCast{TypeCast: x}
-			return d.decTypeCast(x)
+			err = d.decTypeCast(x)
 		case "type_name", "TypeName":
 			x := new(pg_query.TypeName)
 			m.Node = &pg_query.Node_TypeName{TypeName: x}
-			return d.decTypeName(x)
+			err = d.decTypeName(x)
 		case "unlisten_stmt", "UnlistenStmt":
 			x := new(pg_query.UnlistenStmt)
 			m.Node = &pg_query.Node_UnlistenStmt{UnlistenStmt: x}
-			return d.decUnlistenStmt(x)
+			err = d.decUnlistenStmt(x)
 		case "update_stmt", "UpdateStmt":
 			x := new(pg_query.UpdateStmt)
 			m.Node = &pg_query.Node_UpdateStmt{UpdateStmt: x}
-			return d.decUpdateStmt(x)
+			err = d.decUpdateStmt(x)
 		case "vacuum_relation", "VacuumRelation":
 			x := new(pg_query.VacuumRelation)
 			m.Node = &pg_query.Node_VacuumRelation{VacuumRelation: x}
-			return d.decVacuumRelation(x)
+			err = d.decVacuumRelation(x)
 		case "vacuum_stmt", "VacuumStmt":
 			x := new(pg_query.VacuumStmt)
 			m.Node = &pg_query.Node_VacuumStmt{VacuumStmt: x}
-			return d.decVacuumStmt(x)
+			err = d.decVacuumStmt(x)
 		case "var", "Var":
 			x := new(pg_query.Var)
 			m.Node = &pg_query.Node_Var{Var: x}
-			return d.decVar(x)
+			err = d.decVar(x)
 		case "variable_set_stmt", "VariableSetStmt":
 			x := new(pg_query.VariableSetStmt)
 			m.Node = &pg_query.Node_VariableSetStmt{VariableSetStmt: x}
-			return d.decVariableSetStmt(x)
+			err = d.decVariableSetStmt(x)
 		case "variable_show_stmt", "VariableShowStmt":
 			x := new(pg_query.VariableShowStmt)
 			m.Node = &pg_query.Node_VariableShowStmt{VariableShowStmt: x}
-			return d.decVariableShowStmt(x)
+			err = d.decVariableShowStmt(x)
 		case "view_stmt", "ViewStmt":
 			x := new(pg_query.ViewStmt)
 			m.Node = &pg_query.Node_ViewStmt{ViewStmt: x}
-			return d.decViewStmt(x)
+			err = d.decViewStmt(x)
 		case "window_clause", "WindowClause":
 			x := new(pg_query.WindowClause)
 			m.Node = &pg_query.Node_WindowClause{WindowClause: x}
-			return d.decWindowClause(x)
+			err = d.decWindowClause(x)
 		case "window_def", "WindowDef":
 			x := new(pg_query.WindowDef)
 			m.Node = &pg_query.Node_WindowDef{WindowDef: x}
-			return d.decWindowDef(x)
+			err = d.decWindowDef(x)
 		case "window_func", "WindowFunc":
 			x := new(pg_query.WindowFunc)
 			m.Node = &pg_query.Node_WindowFunc{WindowFunc: x}
-			return d.decWindowFunc(x)
+			err = d.decWindowFunc(x)
 		case "window_func_run_condition", "WindowFuncRunCondition":
 			x := new(pg_query.WindowFuncRunCondition)
 			m.Node = &pg_query.Node_WindowFuncRunCondition{WindowFuncRunCondition: x}
-			return d.decWindowFuncRunCondition(x)
+			err = d.decWindowFuncRunCondition(x)
 		case "with_check_option", "WithCheckOption":
 			x := new(pg_query.WithCheckOption)
 			m.Node = &pg_query.Node_WithCheckOption{WithCheckOption: x}
-			return d.decWithCheckOption(x)
+			err = d.decWithCheckOption(x)
 		case "with_clause", "WithClause":
 			x := new(pg_query.WithClause)
 			m.Node = &pg_query.Node_WithClause{WithClause: x}
-			return d.decWithClause(x)
+			err = d.decWithClause(x)
 		case "xml_expr", "XmlExpr":
 			x := new(pg_query.XmlExpr)
 			m.Node = &pg_query.Node_XmlExpr{XmlExpr: x}
-			return d.decXmlExpr(x)
+			err = d.decXmlExpr(x)
 		case "xml_serialize", "XmlSerialize":
 			x := new(pg_query.XmlSerialize)
 			m.Node = &pg_query.Node_XmlSerialize{XmlSerialize: x}
-			return d.decXmlSerialize(x)
+			err = d.decXmlSerialize(x)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decNotifyStmt(m *pg_query.NotifyStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "conditionname":
-			v, err := d.str()
-			m.Conditionname = v
-			return err
-		case "payload":
-			v, err := d.str()
-			m.Payload = v
-			return err
-		case "payload_location":
-			v, err := d.int(32)
-			m.PayloadLocation = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "conditionname":
+			m.Conditionname, err = d.str()
+		case "payload":
+			m.Payload, err = d.str()
+		case "payload_location":
+			var v int64
+			v, err = d.int(32)
+			m.PayloadLocation = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decNullIfExpr(m *pg_query.NullIfExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "opno":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Opno = uint32(v)
-			return err
 		case "opresulttype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Opresulttype = uint32(v)
-			return err
 		case "opretset":
-			v, err := d.bool()
-			m.Opretset = v
-			return err
+			m.Opretset, err = d.bool()
 		case "opcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Opcollid = uint32(v)
-			return err
 		case "inputcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Inputcollid = uint32(v)
-			return err
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decNullTest(m *pg_query.NullTest) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "nulltesttype":
-			v, err := d.enum(pg_query.NullTestType_value)
+			var v int32
+			v, err = d.enum(pg_query.NullTestType_value)
 			m.Nulltesttype = pg_query.NullTestType(v)
-			return err
 		case "argisrow":
-			v, err := d.bool()
-			m.Argisrow = v
-			return err
+			m.Argisrow, err = d.bool()
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decObjectWithArgs(m *pg_query.ObjectWithArgs) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "objname":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Objname = append(m.Objname, x)
-				return d.decNode(x)
-			})
-		case "objargs":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Objargs = append(m.Objargs, x)
-				return d.decNode(x)
-			})
-		case "objfuncargs":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Objfuncargs = append(m.Objfuncargs, x)
-				return d.decNode(x)
-			})
-		case "args_unspecified":
-			v, err := d.bool()
-			m.ArgsUnspecified = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "objname":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Objname = append(m.Objname, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "objargs":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Objargs = append(m.Objargs, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "objfuncargs":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Objfuncargs = append(m.Objfuncargs, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "args_unspecified":
+			m.ArgsUnspecified, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decOidList(m *pg_query.OidList) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "items":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Items = append(m.Items, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decOnConflictClause(m *pg_query.OnConflictClause) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "action":
-			v, err := d.enum(pg_query.OnConflictAction_value)
-			m.Action = pg_query.OnConflictAction(v)
-			return err
-		case "infer":
-			m.Infer = new(pg_query.InferClause)
-			return d.decInferClause(m.Infer)
-		case "target_list", "targetList":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.TargetList = append(m.TargetList, x)
-				return d.decNode(x)
-			})
-		case "where_clause", "whereClause":
-			m.WhereClause = new(pg_query.Node)
-			return d.decNode(m.WhereClause)
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "action":
+			var v int32
+			v, err = d.enum(pg_query.OnConflictAction_value)
+			m.Action = pg_query.OnConflictAction(v)
+		case "infer":
+			m.Infer = new(pg_query.InferClause)
+			err = d.decInferClause(m.Infer)
+		case "target_list", "targetList":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.TargetList = append(m.TargetList, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "where_clause", "whereClause":
+			m.WhereClause = new(pg_query.Node)
+			err = d.decNode(m.WhereClause)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decOnConflictExpr(m *pg_query.OnConflictExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "action":
-			v, err := d.enum(pg_query.OnConflictAction_value)
+			var v int32
+			v, err = d.enum(pg_query.OnConflictAction_value)
 			m.Action = pg_query.OnConflictAction(v)
-			return err
 		case "arbiter_elems", "arbiterElems":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ArbiterElems = append(m.ArbiterElems, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "arbiter_where", "arbiterWhere":
 			m.ArbiterWhere = new(pg_query.Node)
-			return d.decNode(m.ArbiterWhere)
+			err = d.decNode(m.ArbiterWhere)
 		case "constraint":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Constraint = uint32(v)
-			return err
 		case "on_conflict_set", "onConflictSet":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.OnConflictSet = append(m.OnConflictSet, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "on_conflict_where", "onConflictWhere":
 			m.OnConflictWhere = new(pg_query.Node)
-			return d.decNode(m.OnConflictWhere)
+			err = d.decNode(m.OnConflictWhere)
 		case "excl_rel_index", "exclRelIndex":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.ExclRelIndex = int32(v)
-			return err
 		case "excl_rel_tlist", "exclRelTlist":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ExclRelTlist = append(m.ExclRelTlist, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decOpExpr(m *pg_query.OpExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "opno":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Opno = uint32(v)
-			return err
 		case "opresulttype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Opresulttype = uint32(v)
-			return err
 		case "opretset":
-			v, err := d.bool()
-			m.Opretset = v
-			return err
+			m.Opretset, err = d.bool()
 		case "opcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Opcollid = uint32(v)
-			return err
 		case "inputcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Inputcollid = uint32(v)
-			return err
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decPLAssignStmt(m *pg_query.PLAssignStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "indirection":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Indirection = append(m.Indirection, x)
-				return d.decNode(x)
-			})
-		case "nnames":
-			v, err := d.int(32)
-			m.Nnames = int32(v)
-			return err
-		case "val":
-			m.Val = new(pg_query.SelectStmt)
-			return d.decSelectStmt(m.Val)
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "name":
+			m.Name, err = d.str()
+		case "indirection":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Indirection = append(m.Indirection, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "nnames":
+			var v int64
+			v, err = d.int(32)
+			m.Nnames = int32(v)
+		case "val":
+			m.Val = new(pg_query.SelectStmt)
+			err = d.decSelectStmt(m.Val)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decParam(m *pg_query.Param) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "paramkind":
-			v, err := d.enum(pg_query.ParamKind_value)
+			var v int32
+			v, err = d.enum(pg_query.ParamKind_value)
 			m.Paramkind = pg_query.ParamKind(v)
-			return err
 		case "paramid":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Paramid = int32(v)
-			return err
 		case "paramtype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Paramtype = uint32(v)
-			return err
 		case "paramtypmod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Paramtypmod = int32(v)
-			return err
 		case "paramcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Paramcollid = uint32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decParamRef(m *pg_query.ParamRef) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "number":
-			v, err := d.int(32)
-			m.Number = int32(v)
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "number":
+			var v int64
+			v, err = d.int(32)
+			m.Number = int32(v)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decParseResult(m *pg_query.ParseResult) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "version":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Version = int32(v)
-			return err
 		case "stmts":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.RawStmt)
 				m.Stmts = append(m.Stmts, x)
-				return d.decRawStmt(x)
-			})
+				if err = d.decRawStmt(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decPartitionBoundSpec(m *pg_query.PartitionBoundSpec) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "strategy":
-			v, err := d.str()
-			m.Strategy = v
-			return err
-		case "is_default":
-			v, err := d.bool()
-			m.IsDefault = v
-			return err
-		case "modulus":
-			v, err := d.int(32)
-			m.Modulus = int32(v)
-			return err
-		case "remainder":
-			v, err := d.int(32)
-			m.Remainder = int32(v)
-			return err
-		case "listdatums":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Listdatums = append(m.Listdatums, x)
-				return d.decNode(x)
-			})
-		case "lowerdatums":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Lowerdatums = append(m.Lowerdatums, x)
-				return d.decNode(x)
-			})
-		case "upperdatums":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Upperdatums = append(m.Upperdatums, x)
-				return d.decNode(x)
-			})
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "strategy":
+			m.Strategy, err = d.str()
+		case "is_default":
+			m.IsDefault, err = d.bool()
+		case "modulus":
+			var v int64
+			v, err = d.int(32)
+			m.Modulus = int32(v)
+		case "remainder":
+			var v int64
+			v, err = d.int(32)
+			m.Remainder = int32(v)
+		case "listdatums":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Listdatums = append(m.Listdatums, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "lowerdatums":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Lowerdatums = append(m.Lowerdatums, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "upperdatums":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Upperdatums = append(m.Upperdatums, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decPartitionCmd(m *pg_query.PartitionCmd) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "name":
 			m.Name = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Name)
+			err = d.decRangeVar(m.Name)
 		case "bound":
 			m.Bound = new(pg_query.PartitionBoundSpec)
-			return d.decPartitionBoundSpec(m.Bound)
+			err = d.decPartitionBoundSpec(m.Bound)
 		case "concurrent":
-			v, err := d.bool()
-			m.Concurrent = v
+			m.Concurrent, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decPartitionElem(m *pg_query.PartitionElem) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "expr":
-			m.Expr = new(pg_query.Node)
-			return d.decNode(m.Expr)
-		case "collation":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Collation = append(m.Collation, x)
-				return d.decNode(x)
-			})
-		case "opclass":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Opclass = append(m.Opclass, x)
-				return d.decNode(x)
-			})
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "name":
+			m.Name, err = d.str()
+		case "expr":
+			m.Expr = new(pg_query.Node)
+			err = d.decNode(m.Expr)
+		case "collation":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Collation = append(m.Collation, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "opclass":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Opclass = append(m.Opclass, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decPartitionRangeDatum(m *pg_query.PartitionRangeDatum) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "kind":
-			v, err := d.enum(pg_query.PartitionRangeDatumKind_value)
-			m.Kind = pg_query.PartitionRangeDatumKind(v)
-			return err
-		case "value":
-			m.Value = new(pg_query.Node)
-			return d.decNode(m.Value)
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "kind":
+			var v int32
+			v, err = d.enum(pg_query.PartitionRangeDatumKind_value)
+			m.Kind = pg_query.PartitionRangeDatumKind(v)
+		case "value":
+			m.Value = new(pg_query.Node)
+			err = d.decNode(m.Value)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decPartitionSpec(m *pg_query.PartitionSpec) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "strategy":
-			v, err := d.enum(pg_query.PartitionStrategy_value)
-			m.Strategy = pg_query.PartitionStrategy(v)
-			return err
-		case "part_params", "partParams":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.PartParams = append(m.PartParams, x)
-				return d.decNode(x)
-			})
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "strategy":
+			var v int32
+			v, err = d.enum(pg_query.PartitionStrategy_value)
+			m.Strategy = pg_query.PartitionStrategy(v)
+		case "part_params", "partParams":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.PartParams = append(m.PartParams, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decPrepareStmt(m *pg_query.PrepareStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
+			m.Name, err = d.str()
 		case "argtypes":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Argtypes = append(m.Argtypes, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "query":
 			m.Query = new(pg_query.Node)
-			return d.decNode(m.Query)
+			err = d.decNode(m.Query)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decPublicationObjSpec(m *pg_query.PublicationObjSpec) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "pubobjtype":
-			v, err := d.enum(pg_query.PublicationObjSpecType_value)
-			m.Pubobjtype = pg_query.PublicationObjSpecType(v)
-			return err
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "pubtable":
-			m.Pubtable = new(pg_query.PublicationTable)
-			return d.decPublicationTable(m.Pubtable)
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "pubobjtype":
+			var v int32
+			v, err = d.enum(pg_query.PublicationObjSpecType_value)
+			m.Pubobjtype = pg_query.PublicationObjSpecType(v)
+		case "name":
+			m.Name, err = d.str()
+		case "pubtable":
+			m.Pubtable = new(pg_query.PublicationTable)
+			err = d.decPublicationTable(m.Pubtable)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decPublicationTable(m *pg_query.PublicationTable) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "where_clause", "whereClause":
 			m.WhereClause = new(pg_query.Node)
-			return d.decNode(m.WhereClause)
+			err = d.decNode(m.WhereClause)
 		case "columns":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Columns = append(m.Columns, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decQuery(m *pg_query.Query) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "command_type", "commandType":
-			v, err := d.enum(pg_query.CmdType_value)
-			m.CommandType = pg_query.CmdType(v)
-			return err
-		case "query_source", "querySource":
-			v, err := d.enum(pg_query.QuerySource_value)
-			m.QuerySource = pg_query.QuerySource(v)
-			return err
-		case "can_set_tag", "canSetTag":
-			v, err := d.bool()
-			m.CanSetTag = v
-			return err
-		case "utility_stmt", "utilityStmt":
-			m.UtilityStmt = new(pg_query.Node)
-			return d.decNode(m.UtilityStmt)
-		case "result_relation", "resultRelation":
-			v, err := d.int(32)
-			m.ResultRelation = int32(v)
-			return err
-		case "has_aggs", "hasAggs":
-			v, err := d.bool()
-			m.HasAggs = v
-			return err
-		case "has_window_funcs", "hasWindowFuncs":
-			v, err := d.bool()
-			m.HasWindowFuncs = v
-			return err
-		case "has_target_srfs", "hasTargetSRFs":
-			v, err := d.bool()
-			m.HasTargetSrfs = v
-			return err
-		case "has_sub_links", "hasSubLinks":
-			v, err := d.bool()
-			m.HasSubLinks = v
-			return err
-		case "has_distinct_on", "hasDistinctOn":
-			v, err := d.bool()
-			m.HasDistinctOn = v
-			return err
-		case "has_recursive", "hasRecursive":
-			v, err := d.bool()
-			m.HasRecursive = v
-			return err
-		case "has_modifying_cte", "hasModifyingCTE":
-			v, err := d.bool()
-			m.HasModifyingCte = v
-			return err
-		case "has_for_update", "hasForUpdate":
-			v, err := d.bool()
-			m.HasForUpdate = v
-			return err
-		case "has_row_security", "hasRowSecurity":
-			v, err := d.bool()
-			m.HasRowSecurity = v
-			return err
-		case "is_return", "isReturn":
-			v, err := d.bool()
-			m.IsReturn = v
-			return err
-		case "cte_list", "cteList":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.CteList = append(m.CteList, x)
-				return d.decNode(x)
-			})
-		case "rtable":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Rtable = append(m.Rtable, x)
-				return d.decNode(x)
-			})
-		case "rteperminfos":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Rteperminfos = append(m.Rteperminfos, x)
-				return d.decNode(x)
-			})
-		case "jointree":
-			m.Jointree = new(pg_query.FromExpr)
-			return d.decFromExpr(m.Jointree)
-		case "merge_action_list", "mergeActionList":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.MergeActionList = append(m.MergeActionList, x)
-				return d.decNode(x)
-			})
-		case "merge_target_relation", "mergeTargetRelation":
-			v, err := d.int(32)
-			m.MergeTargetRelation = int32(v)
-			return err
-		case "merge_join_condition", "mergeJoinCondition":
-			m.MergeJoinCondition = new(pg_query.Node)
-			return d.decNode(m.MergeJoinCondition)
-		case "target_list", "targetList":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.TargetList = append(m.TargetList, x)
-				return d.decNode(x)
-			})
-		case "override":
-			v, err := d.enum(pg_query.OverridingKind_value)
-			m.Override = pg_query.OverridingKind(v)
-			return err
-		case "on_conflict", "onConflict":
-			m.OnConflict = new(pg_query.OnConflictExpr)
-			return d.decOnConflictExpr(m.OnConflict)
-		case "returning_list", "returningList":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.ReturningList = append(m.ReturningList, x)
-				return d.decNode(x)
-			})
-		case "group_clause", "groupClause":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.GroupClause = append(m.GroupClause, x)
-				return d.decNode(x)
-			})
-		case "group_distinct", "groupDistinct":
-			v, err := d.bool()
-			m.GroupDistinct = v
-			return err
-		case "grouping_sets", "groupingSets":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.GroupingSets = append(m.GroupingSets, x)
-				return d.decNode(x)
-			})
-		case "having_qual", "havingQual":
-			m.HavingQual = new(pg_query.Node)
-			return d.decNode(m.HavingQual)
-		case "window_clause", "windowClause":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.WindowClause = append(m.WindowClause, x)
-				return d.decNode(x)
-			})
-		case "distinct_clause", "distinctClause":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.DistinctClause = append(m.DistinctClause, x)
-				return d.decNode(x)
-			})
-		case "sort_clause", "sortClause":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.SortClause = append(m.SortClause, x)
-				return d.decNode(x)
-			})
-		case "limit_offset", "limitOffset":
-			m.LimitOffset = new(pg_query.Node)
-			return d.decNode(m.LimitOffset)
-		case "limit_count", "limitCount":
-			m.LimitCount = new(pg_query.Node)
-			return d.decNode(m.LimitCount)
-		case "limit_option", "limitOption":
-			v, err := d.enum(pg_query.LimitOption_value)
-			m.LimitOption = pg_query.LimitOption(v)
-			return err
-		case "row_marks", "rowMarks":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.RowMarks = append(m.RowMarks, x)
-				return d.decNode(x)
-			})
-		case "set_operations", "setOperations":
-			m.SetOperations = new(pg_query.Node)
-			return d.decNode(m.SetOperations)
-		case "constraint_deps", "constraintDeps":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.ConstraintDeps = append(m.ConstraintDeps, x)
-				return d.decNode(x)
-			})
-		case "with_check_options", "withCheckOptions":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.WithCheckOptions = append(m.WithCheckOptions, x)
-				return d.decNode(x)
-			})
-		case "stmt_location":
-			v, err := d.int(32)
-			m.StmtLocation = int32(v)
-			return err
-		case "stmt_len":
-			v, err := d.int(32)
-			m.StmtLen = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "command_type", "commandType":
+			var v int32
+			v, err = d.enum(pg_query.CmdType_value)
+			m.CommandType = pg_query.CmdType(v)
+		case "query_source", "querySource":
+			var v int32
+			v, err = d.enum(pg_query.QuerySource_value)
+			m.QuerySource = pg_query.QuerySource(v)
+		case "can_set_tag", "canSetTag":
+			m.CanSetTag, err = d.bool()
+		case "utility_stmt", "utilityStmt":
+			m.UtilityStmt = new(pg_query.Node)
+			err = d.decNode(m.UtilityStmt)
+		case "result_relation", "resultRelation":
+			var v int64
+			v, err = d.int(32)
+			m.ResultRelation = int32(v)
+		case "has_aggs", "hasAggs":
+			m.HasAggs, err = d.bool()
+		case "has_window_funcs", "hasWindowFuncs":
+			m.HasWindowFuncs, err = d.bool()
+		case "has_target_srfs", "hasTargetSRFs":
+			m.HasTargetSrfs, err = d.bool()
+		case "has_sub_links", "hasSubLinks":
+			m.HasSubLinks, err = d.bool()
+		case "has_distinct_on", "hasDistinctOn":
+			m.HasDistinctOn, err = d.bool()
+		case "has_recursive", "hasRecursive":
+			m.HasRecursive, err = d.bool()
+		case "has_modifying_cte", "hasModifyingCTE":
+			m.HasModifyingCte, err = d.bool()
+		case "has_for_update", "hasForUpdate":
+			m.HasForUpdate, err = d.bool()
+		case "has_row_security", "hasRowSecurity":
+			m.HasRowSecurity, err = d.bool()
+		case "is_return", "isReturn":
+			m.IsReturn, err = d.bool()
+		case "cte_list", "cteList":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.CteList = append(m.CteList, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "rtable":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Rtable = append(m.Rtable, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "rteperminfos":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Rteperminfos = append(m.Rteperminfos, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "jointree":
+			m.Jointree = new(pg_query.FromExpr)
+			err = d.decFromExpr(m.Jointree)
+		case "merge_action_list", "mergeActionList":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.MergeActionList = append(m.MergeActionList, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "merge_target_relation", "mergeTargetRelation":
+			var v int64
+			v, err = d.int(32)
+			m.MergeTargetRelation = int32(v)
+		case "merge_join_condition", "mergeJoinCondition":
+			m.MergeJoinCondition = new(pg_query.Node)
+			err = d.decNode(m.MergeJoinCondition)
+		case "target_list", "targetList":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.TargetList = append(m.TargetList, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "override":
+			var v int32
+			v, err = d.enum(pg_query.OverridingKind_value)
+			m.Override = pg_query.OverridingKind(v)
+		case "on_conflict", "onConflict":
+			m.OnConflict = new(pg_query.OnConflictExpr)
+			err = d.decOnConflictExpr(m.OnConflict)
+		case "returning_list", "returningList":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.ReturningList = append(m.ReturningList, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "group_clause", "groupClause":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.GroupClause = append(m.GroupClause, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "group_distinct", "groupDistinct":
+			m.GroupDistinct, err = d.bool()
+		case "grouping_sets", "groupingSets":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.GroupingSets = append(m.GroupingSets, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "having_qual", "havingQual":
+			m.HavingQual = new(pg_query.Node)
+			err = d.decNode(m.HavingQual)
+		case "window_clause", "windowClause":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.WindowClause = append(m.WindowClause, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "distinct_clause", "distinctClause":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.DistinctClause = append(m.DistinctClause, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "sort_clause", "sortClause":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.SortClause = append(m.SortClause, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "limit_offset", "limitOffset":
+			m.LimitOffset = new(pg_query.Node)
+			err = d.decNode(m.LimitOffset)
+		case "limit_count", "limitCount":
+			m.LimitCount = new(pg_query.Node)
+			err = d.decNode(m.LimitCount)
+		case "limit_option", "limitOption":
+			var v int32
+			v, err = d.enum(pg_query.LimitOption_value)
+			m.LimitOption = pg_query.LimitOption(v)
+		case "row_marks", "rowMarks":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.RowMarks = append(m.RowMarks, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "set_operations", "setOperations":
+			m.SetOperations = new(pg_query.Node)
+			err = d.decNode(m.SetOperations)
+		case "constraint_deps", "constraintDeps":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.ConstraintDeps = append(m.ConstraintDeps, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "with_check_options", "withCheckOptions":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.WithCheckOptions = append(m.WithCheckOptions, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "stmt_location":
+			var v int64
+			v, err = d.int(32)
+			m.StmtLocation = int32(v)
+		case "stmt_len":
+			var v int64
+			v, err = d.int(32)
+			m.StmtLen = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRTEPermissionInfo(m *pg_query.RTEPermissionInfo) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Relid = uint32(v)
-			return err
 		case "inh":
-			v, err := d.bool()
-			m.Inh = v
-			return err
+			m.Inh, err = d.bool()
 		case "required_perms", "requiredPerms":
-			v, err := d.uint(64)
+			var v uint64
+			v, err = d.uint(64)
 			m.RequiredPerms = uint64(v)
-			return err
 		case "check_as_user", "checkAsUser":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.CheckAsUser = uint32(v)
-			return err
 		case "selected_cols", "selectedCols":
-			return d.unknown(k)
+			err = errTree
 		case "inserted_cols", "insertedCols":
-			return d.unknown(k)
+			err = errTree
 		case "updated_cols", "updatedCols":
-			return d.unknown(k)
+			err = errTree
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRangeFunction(m *pg_query.RangeFunction) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "lateral":
-			v, err := d.bool()
-			m.Lateral = v
-			return err
+			m.Lateral, err = d.bool()
 		case "ordinality":
-			v, err := d.bool()
-			m.Ordinality = v
-			return err
+			m.Ordinality, err = d.bool()
 		case "is_rowsfrom":
-			v, err := d.bool()
-			m.IsRowsfrom = v
-			return err
+			m.IsRowsfrom, err = d.bool()
 		case "functions":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Functions = append(m.Functions, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "alias":
 			m.Alias = new(pg_query.Alias)
-			return d.decAlias(m.Alias)
+			err = d.decAlias(m.Alias)
 		case "coldeflist":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Coldeflist = append(m.Coldeflist, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRangeSubselect(m *pg_query.RangeSubselect) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "lateral":
-			v, err := d.bool()
-			m.Lateral = v
-			return err
+			m.Lateral, err = d.bool()
 		case "subquery":
 			m.Subquery = new(pg_query.Node)
-			return d.decNode(m.Subquery)
+			err = d.decNode(m.Subquery)
 		case "alias":
 			m.Alias = new(pg_query.Alias)
-			return d.decAlias(m.Alias)
+			err = d.decAlias(m.Alias)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRangeTableFunc(m *pg_query.RangeTableFunc) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "lateral":
-			v, err := d.bool()
-			m.Lateral = v
-			return err
-		case "docexpr":
-			m.Docexpr = new(pg_query.Node)
-			return d.decNode(m.Docexpr)
-		case "rowexpr":
-			m.Rowexpr = new(pg_query.Node)
-			return d.decNode(m.Rowexpr)
-		case "namespaces":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Namespaces = append(m.Namespaces, x)
-				return d.decNode(x)
-			})
-		case "columns":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Columns = append(m.Columns, x)
-				return d.decNode(x)
-			})
-		case "alias":
-			m.Alias = new(pg_query.Alias)
-			return d.decAlias(m.Alias)
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "lateral":
+			m.Lateral, err = d.bool()
+		case "docexpr":
+			m.Docexpr = new(pg_query.Node)
+			err = d.decNode(m.Docexpr)
+		case "rowexpr":
+			m.Rowexpr = new(pg_query.Node)
+			err = d.decNode(m.Rowexpr)
+		case "namespaces":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Namespaces = append(m.Namespaces, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "columns":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Columns = append(m.Columns, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "alias":
+			m.Alias = new(pg_query.Alias)
+			err = d.decAlias(m.Alias)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRangeTableFuncCol(m *pg_query.RangeTableFuncCol) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "colname":
-			v, err := d.str()
-			m.Colname = v
-			return err
-		case "type_name", "typeName":
-			m.TypeName = new(pg_query.TypeName)
-			return d.decTypeName(m.TypeName)
-		case "for_ordinality":
-			v, err := d.bool()
-			m.ForOrdinality = v
-			return err
-		case "is_not_null":
-			v, err := d.bool()
-			m.IsNotNull = v
-			return err
-		case "colexpr":
-			m.Colexpr = new(pg_query.Node)
-			return d.decNode(m.Colexpr)
-		case "coldefexpr":
-			m.Coldefexpr = new(pg_query.Node)
-			return d.decNode(m.Coldefexpr)
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "colname":
+			m.Colname, err = d.str()
+		case "type_name", "typeName":
+			m.TypeName = new(pg_query.TypeName)
+			err = d.decTypeName(m.TypeName)
+		case "for_ordinality":
+			m.ForOrdinality, err = d.bool()
+		case "is_not_null":
+			m.IsNotNull, err = d.bool()
+		case "colexpr":
+			m.Colexpr = new(pg_query.Node)
+			err = d.decNode(m.Colexpr)
+		case "coldefexpr":
+			m.Coldefexpr = new(pg_query.Node)
+			err = d.decNode(m.Coldefexpr)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRangeTableSample(m *pg_query.RangeTableSample) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.Node)
-			return d.decNode(m.Relation)
+			err = d.decNode(m.Relation)
 		case "method":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Method = append(m.Method, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "repeatable":
 			m.Repeatable = new(pg_query.Node)
-			return d.decNode(m.Repeatable)
+			err = d.decNode(m.Repeatable)
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decRangeTblEntry(m *pg_query.RangeTblEntry) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "alias":
 			m.Alias = new(pg_query.Alias)
-			return d.decAlias(m.Alias)
+			err = d.decAlias(m.Alias)
 		case "eref":
 			m.Eref = new(pg_query.Alias)
-			return d.decAlias(m.Eref)
+			err = d.decAlias(m.Eref)
 		case "rtekind":
-			v, err := d.enum(pg_query.RTEKind_value)
+			var v int32
+			v, err = d.enum(pg_query.RTEKind_value)
 			m.Rtekind = pg_query.RTEKind(v)
-			return err
 		case "relid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Relid = uint32(v)
-			return err
 		case "inh":
-			v, err := d.bool()
-			m.Inh = v
-			return err
+			m.Inh, err = d.bool()
 		case "relkind":
-			v, err := d.str()
-			m.Relkind = v
-			return err
+			m.Relkind, err = d.str()
 		case "rellockmode":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Rellockmode = int32(v)
-			return err
 		case "perminfoindex":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Perminfoindex = uint32(v)
-			return err
 		case "tablesample":
 			m.Tablesample = new(pg_query.TableSampleClause)
-			return d.decTableSampleClause(m.Tablesample)
+			err = d.decTableSampleClause(m.Tablesample)
 		case "subquery":
 			m.Subquery = new(pg_query.Query)
-			return d.decQuery(m.Subquery)
+			err = d.decQuery(m.Subquery)
 		case "security_barrier":
-			v, err := d.bool()
-			m.SecurityBarrier = v
-			return err
+			m.SecurityBarrier, err = d.bool()
 		case "jointype":
-			v, err := d.enum(pg_query.JoinType_value)
+			var v int32
+			v, err = d.enum(pg_query.JoinType_value)
 			m.Jointype = pg_query.JoinType(v)
-			return err
 		case "joinmergedcols":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Joinmergedcols = int32(v)
-			return err
 		case "joinaliasvars":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Joinaliasvars = append(m.Joinaliasvars, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "joinleftcols":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Joinleftcols = append(m.Joinleftcols, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "joinrightcols":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Joinrightcols = append(m.Joinrightcols, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "join_using_alias":
 			m.JoinUsingAlias = new(pg_query.Alias)
-			return d.decAlias(m.JoinUsingAlias)
+			err = d.decAlias(m.JoinUsingAlias)
 		case "functions":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Functions = append(m.Functions, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "funcordinality":
-			v, err := d.bool()
-			m.Funcordinality = v
-			return err
+			m.Funcordinality, err = d.bool()
 		case "tablefunc":
 			m.Tablefunc = new(pg_query.TableFunc)
-			return d.decTableFunc(m.Tablefunc)
+			err = d.decTableFunc(m.Tablefunc)
 		case "values_lists":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ValuesLists = append(m.ValuesLists, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "ctename":
-			v, err := d.str()
-			m.Ctename = v
-			return err
+			m.Ctename, err = d.str()
 		case "ctelevelsup":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Ctelevelsup = uint32(v)
-			return err
 		case "self_reference":
-			v, err := d.bool()
-			m.SelfReference = v
-			return err
+			m.SelfReference, err = d.bool()
 		case "coltypes":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Coltypes = append(m.Coltypes, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "coltypmods":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Coltypmods = append(m.Coltypmods, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "colcollations":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Colcollations = append(m.Colcollations, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "enrname":
-			v, err := d.str()
-			m.Enrname = v
-			return err
+			m.Enrname, err = d.str()
 		case "enrtuples":
-			return d.unknown(k)
+			err = errTree
 		case "lateral":
-			v, err := d.bool()
-			m.Lateral = v
-			return err
+			m.Lateral, err = d.bool()
 		case "in_from_cl", "inFromCl":
-			v, err := d.bool()
-			m.InFromCl = v
-			return err
+			m.InFromCl, err = d.bool()
 		case "security_quals", "securityQuals":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.SecurityQuals = append(m.SecurityQuals, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRangeTblFunction(m *pg_query.RangeTblFunction) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "funcexpr":
 			m.Funcexpr = new(pg_query.Node)
-			return d.decNode(m.Funcexpr)
+			err = d.decNode(m.Funcexpr)
 		case "funccolcount":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Funccolcount = int32(v)
-			return err
 		case "funccolnames":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Funccolnames = append(m.Funccolnames, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "funccoltypes":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Funccoltypes = append(m.Funccoltypes, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "funccoltypmods":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Funccoltypmods = append(m.Funccoltypmods, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "funccolcollations":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Funccolcollations = append(m.Funccolcollations, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "funcparams":
-			return d.unknown(k)
+			err = errTree
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRangeTblRef(m *pg_query.RangeTblRef) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "rtindex":
-			v, err := d.int(32)
-			m.Rtindex = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "rtindex":
+			var v int64
+			v, err = d.int(32)
+			m.Rtindex = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRangeVar(m *pg_query.RangeVar) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "catalogname":
-			v, err := d.str()
-			m.Catalogname = v
-			return err
-		case "schemaname":
-			v, err := d.str()
-			m.Schemaname = v
-			return err
-		case "relname":
-			v, err := d.str()
-			m.Relname = v
-			return err
-		case "inh":
-			v, err := d.bool()
-			m.Inh = v
-			return err
-		case "relpersistence":
-			v, err := d.str()
-			m.Relpersistence = v
-			return err
-		case "alias":
-			m.Alias = new(pg_query.Alias)
-			return d.decAlias(m.Alias)
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "catalogname":
+			m.Catalogname, err = d.str()
+		case "schemaname":
+			m.Schemaname, err = d.str()
+		case "relname":
+			m.Relname, err = d.str()
+		case "inh":
+			m.Inh, err = d.bool()
+		case "relpersistence":
+			m.Relpersistence, err = d.str()
+		case "alias":
+			m.Alias = new(pg_query.Alias)
+			err = d.decAlias(m.Alias)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRawStmt(m *pg_query.RawStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "stmt":
 			m.Stmt = new(pg_query.Node)
-			return d.decNode(m.Stmt)
+			err = d.decNode(m.Stmt)
 		case "stmt_location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.StmtLocation = int32(v)
-			return err
 		case "stmt_len":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.StmtLen = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decReassignOwnedStmt(m *pg_query.ReassignOwnedStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "roles":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Roles = append(m.Roles, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "newrole":
 			m.Newrole = new(pg_query.RoleSpec)
-			return d.decRoleSpec(m.Newrole)
+			err = d.decRoleSpec(m.Newrole)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRefreshMatViewStmt(m *pg_query.RefreshMatViewStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "concurrent":
-			v, err := d.bool()
-			m.Concurrent = v
-			return err
+			m.Concurrent, err = d.bool()
 		case "skip_data", "skipData":
-			v, err := d.bool()
-			m.SkipData = v
-			return err
+			m.SkipData, err = d.bool()
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decReindexStmt(m *pg_query.ReindexStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "kind":
-			v, err := d.enum(pg_query.ReindexObjectType_value)
+			var v int32
+			v, err = d.enum(pg_query.ReindexObjectType_value)
 			m.Kind = pg_query.ReindexObjectType(v)
-			return err
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
+			m.Name, err = d.str()
 		case "params":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Params = append(m.Params, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRelabelType(m *pg_query.RelabelType) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "resulttype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resulttype = uint32(v)
-			return err
 		case "resulttypmod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Resulttypmod = int32(v)
-			return err
 		case "resultcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resultcollid = uint32(v)
-			return err
 		case "relabelformat":
-			v, err := d.enum(pg_query.CoercionForm_value)
+			var v int32
+			v, err = d.enum(pg_query.CoercionForm_value)
 			m.Relabelformat = pg_query.CoercionForm(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decRenameStmt(m *pg_query.RenameStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "rename_type", "renameType":
-			v, err := d.enum(pg_query.ObjectType_value)
-			m.RenameType = pg_query.ObjectType(v)
-			return err
-		case "relation_type", "relationType":
-			v, err := d.enum(pg_query.ObjectType_value)
-			m.RelationType = pg_query.ObjectType(v)
-			return err
-		case "relation":
-			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
-		case "object":
-			m.Object = new(pg_query.Node)
-			return d.decNode(m.Object)
-		case "subname":
-			v, err := d.str()
-			m.Subname = v
-			return err
-		case "newname":
-			v, err := d.str()
-			m.Newname = v
-			return err
-		case "behavior":
-			v, err := d.enum(pg_query.DropBehavior_value)
-			m.Behavior = pg_query.DropBehavior(v)
-			return err
-		case "missing_ok":
-			v, err := d.bool()
-			m.MissingOk = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "rename_type", "renameType":
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
+			m.RenameType = pg_query.ObjectType(v)
+		case "relation_type", "relationType":
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
+			m.RelationType = pg_query.ObjectType(v)
+		case "relation":
+			m.Relation = new(pg_query.RangeVar)
+			err = d.decRangeVar(m.Relation)
+		case "object":
+			m.Object = new(pg_query.Node)
+			err = d.decNode(m.Object)
+		case "subname":
+			m.Subname, err = d.str()
+		case "newname":
+			m.Newname, err = d.str()
+		case "behavior":
+			var v int32
+			v, err = d.enum(pg_query.DropBehavior_value)
+			m.Behavior = pg_query.DropBehavior(v)
+		case "missing_ok":
+			m.MissingOk, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decReplicaIdentityStmt(m *pg_query.ReplicaIdentityStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "identity_type":
-			v, err := d.str()
-			m.IdentityType = v
-			return err
-		case "name":
-			v, err := d.str()
-			m.Name = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "identity_type":
+			m.IdentityType, err = d.str()
+		case "name":
+			m.Name, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decResTarget(m *pg_query.ResTarget) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "indirection":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Indirection = append(m.Indirection, x)
-				return d.decNode(x)
-			})
-		case "val":
-			m.Val = new(pg_query.Node)
-			return d.decNode(m.Val)
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "name":
+			m.Name, err = d.str()
+		case "indirection":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Indirection = append(m.Indirection, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "val":
+			m.Val = new(pg_query.Node)
+			err = d.decNode(m.Val)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decReturnStmt(m *pg_query.ReturnStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "returnval":
 			m.Returnval = new(pg_query.Node)
-			return d.decNode(m.Returnval)
+			err = d.decNode(m.Returnval)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRoleSpec(m *pg_query.RoleSpec) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "roletype":
-			v, err := d.enum(pg_query.RoleSpecType_value)
-			m.Roletype = pg_query.RoleSpecType(v)
-			return err
-		case "rolename":
-			v, err := d.str()
-			m.Rolename = v
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "roletype":
+			var v int32
+			v, err = d.enum(pg_query.RoleSpecType_value)
+			m.Roletype = pg_query.RoleSpecType(v)
+		case "rolename":
+			m.Rolename, err = d.str()
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRowCompareExpr(m *pg_query.RowCompareExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "rctype":
-			v, err := d.enum(pg_query.RowCompareType_value)
+			var v int32
+			v, err = d.enum(pg_query.RowCompareType_value)
 			m.Rctype = pg_query.RowCompareType(v)
-			return err
 		case "opnos":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Opnos = append(m.Opnos, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "opfamilies":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Opfamilies = append(m.Opfamilies, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "inputcollids":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Inputcollids = append(m.Inputcollids, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "largs":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Largs = append(m.Largs, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "rargs":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Rargs = append(m.Rargs, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRowExpr(m *pg_query.RowExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "row_typeid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.RowTypeid = uint32(v)
-			return err
 		case "row_format":
-			v, err := d.enum(pg_query.CoercionForm_value)
+			var v int32
+			v, err = d.enum(pg_query.CoercionForm_value)
 			m.RowFormat = pg_query.CoercionForm(v)
-			return err
 		case "colnames":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Colnames = append(m.Colnames, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decRowMarkClause(m *pg_query.RowMarkClause) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "rti":
-			v, err := d.uint(32)
-			m.Rti = uint32(v)
-			return err
-		case "strength":
-			v, err := d.enum(pg_query.LockClauseStrength_value)
-			m.Strength = pg_query.LockClauseStrength(v)
-			return err
-		case "wait_policy", "waitPolicy":
-			v, err := d.enum(pg_query.LockWaitPolicy_value)
-			m.WaitPolicy = pg_query.LockWaitPolicy(v)
-			return err
-		case "pushed_down", "pushedDown":
-			v, err := d.bool()
-			m.PushedDown = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "rti":
+			var v uint64
+			v, err = d.uint(32)
+			m.Rti = uint32(v)
+		case "strength":
+			var v int32
+			v, err = d.enum(pg_query.LockClauseStrength_value)
+			m.Strength = pg_query.LockClauseStrength(v)
+		case "wait_policy", "waitPolicy":
+			var v int32
+			v, err = d.enum(pg_query.LockWaitPolicy_value)
+			m.WaitPolicy = pg_query.LockWaitPolicy(v)
+		case "pushed_down", "pushedDown":
+			m.PushedDown, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decRuleStmt(m *pg_query.RuleStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "rulename":
-			v, err := d.str()
-			m.Rulename = v
-			return err
+			m.Rulename, err = d.str()
 		case "where_clause", "whereClause":
 			m.WhereClause = new(pg_query.Node)
-			return d.decNode(m.WhereClause)
+			err = d.decNode(m.WhereClause)
 		case "event":
-			v, err := d.enum(pg_query.CmdType_value)
+			var v int32
+			v, err = d.enum(pg_query.CmdType_value)
 			m.Event = pg_query.CmdType(v)
-			return err
 		case "instead":
-			v, err := d.bool()
-			m.Instead = v
-			return err
+			m.Instead, err = d.bool()
 		case "actions":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Actions = append(m.Actions, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "replace":
-			v, err := d.bool()
-			m.Replace = v
+			m.Replace, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decSQLValueFunction(m *pg_query.SQLValueFunction) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "op":
-			v, err := d.enum(pg_query.SQLValueFunctionOp_value)
+			var v int32
+			v, err = d.enum(pg_query.SQLValueFunctionOp_value)
 			m.Op = pg_query.SQLValueFunctionOp(v)
-			return err
 		case "type":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Type = uint32(v)
-			return err
 		case "typmod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Typmod = int32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decScalarArrayOpExpr(m *pg_query.ScalarArrayOpExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "opno":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Opno = uint32(v)
-			return err
 		case "use_or", "useOr":
-			v, err := d.bool()
-			m.UseOr = v
-			return err
+			m.UseOr, err = d.bool()
 		case "inputcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Inputcollid = uint32(v)
-			return err
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decScanResult(m *pg_query.ScanResult) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "version":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Version = int32(v)
-			return err
 		case "tokens":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.ScanToken)
 				m.Tokens = append(m.Tokens, x)
-				return d.decScanToken(x)
-			})
+				if err = d.decScanToken(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decScanToken(m *pg_query.ScanToken) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "start":
-			v, err := d.int(32)
-			m.Start = int32(v)
-			return err
-		case "end":
-			v, err := d.int(32)
-			m.End = int32(v)
-			return err
-		case "token":
-			v, err := d.enum(pg_query.Token_value)
-			m.Token = pg_query.Token(v)
-			return err
-		case "keyword_kind", "keywordKind":
-			v, err := d.enum(pg_query.KeywordKind_value)
-			m.KeywordKind = pg_query.KeywordKind(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "start":
+			var v int64
+			v, err = d.int(32)
+			m.Start = int32(v)
+		case "end":
+			var v int64
+			v, err = d.int(32)
+			m.End = int32(v)
+		case "token":
+			var v int32
+			v, err = d.enum(pg_query.Token_value)
+			m.Token = pg_query.Token(v)
+		case "keyword_kind", "keywordKind":
+			var v int32
+			v, err = d.enum(pg_query.KeywordKind_value)
+			m.KeywordKind = pg_query.KeywordKind(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decSecLabelStmt(m *pg_query.SecLabelStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "objtype":
-			v, err := d.enum(pg_query.ObjectType_value)
-			m.Objtype = pg_query.ObjectType(v)
-			return err
-		case "object":
-			m.Object = new(pg_query.Node)
-			return d.decNode(m.Object)
-		case "provider":
-			v, err := d.str()
-			m.Provider = v
-			return err
-		case "label":
-			v, err := d.str()
-			m.Label = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "objtype":
+			var v int32
+			v, err = d.enum(pg_query.ObjectType_value)
+			m.Objtype = pg_query.ObjectType(v)
+		case "object":
+			m.Object = new(pg_query.Node)
+			err = d.decNode(m.Object)
+		case "provider":
+			m.Provider, err = d.str()
+		case "label":
+			m.Label, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decSelectStmt(m *pg_query.SelectStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "distinct_clause", "distinctClause":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.DistinctClause = append(m.DistinctClause, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "into_clause", "intoClause":
 			m.IntoClause = new(pg_query.IntoClause)
-			return d.decIntoClause(m.IntoClause)
+			err = d.decIntoClause(m.IntoClause)
 		case "target_list", "targetList":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.TargetList = append(m.TargetList, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "from_clause", "fromClause":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.FromClause = append(m.FromClause, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "where_clause", "whereClause":
 			m.WhereClause = new(pg_query.Node)
-			return d.decNode(m.WhereClause)
+			err = d.decNode(m.WhereClause)
 		case "group_clause", "groupClause":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.GroupClause = append(m.GroupClause, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "group_distinct", "groupDistinct":
-			v, err := d.bool()
-			m.GroupDistinct = v
-			return err
+			m.GroupDistinct, err = d.bool()
 		case "having_clause", "havingClause":
 			m.HavingClause = new(pg_query.Node)
-			return d.decNode(m.HavingClause)
+			err = d.decNode(m.HavingClause)
 		case "window_clause", "windowClause":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.WindowClause = append(m.WindowClause, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "values_lists", "valuesLists":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ValuesLists = append(m.ValuesLists, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "sort_clause", "sortClause":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.SortClause = append(m.SortClause, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "limit_offset", "limitOffset":
 			m.LimitOffset = new(pg_query.Node)
-			return d.decNode(m.LimitOffset)
+			err = d.decNode(m.LimitOffset)
 		case "limit_count", "limitCount":
 			m.LimitCount = new(pg_query.Node)
-			return d.decNode(m.LimitCount)
+			err = d.decNode(m.LimitCount)
 		case "limit_option", "limitOption":
-			v, err := d.enum(pg_query.LimitOption_value)
+			var v int32
+			v, err = d.enum(pg_query.LimitOption_value)
 			m.LimitOption = pg_query.LimitOption(v)
-			return err
 		case "locking_clause", "lockingClause":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.LockingClause = append(m.LockingClause, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "with_clause", "withClause":
 			m.WithClause = new(pg_query.WithClause)
-			return d.decWithClause(m.WithClause)
+			err = d.decWithClause(m.WithClause)
 		case "op":
-			v, err := d.enum(pg_query.SetOperation_value)
+			var v int32
+			v, err = d.enum(pg_query.SetOperation_value)
 			m.Op = pg_query.SetOperation(v)
-			return err
 		case "all":
-			v, err := d.bool()
-			m.All = v
-			return err
+			m.All, err = d.bool()
 		case "larg":
 			m.Larg = new(pg_query.SelectStmt)
-			return d.decSelectStmt(m.Larg)
+			err = d.decSelectStmt(m.Larg)
 		case "rarg":
 			m.Rarg = new(pg_query.SelectStmt)
-			return d.decSelectStmt(m.Rarg)
+			err = d.decSelectStmt(m.Rarg)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decSetOperationStmt(m *pg_query.SetOperationStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "op":
-			v, err := d.enum(pg_query.SetOperation_value)
+			var v int32
+			v, err = d.enum(pg_query.SetOperation_value)
 			m.Op = pg_query.SetOperation(v)
-			return err
 		case "all":
-			v, err := d.bool()
-			m.All = v
-			return err
+			m.All, err = d.bool()
 		case "larg":
 			m.Larg = new(pg_query.Node)
-			return d.decNode(m.Larg)
+			err = d.decNode(m.Larg)
 		case "rarg":
 			m.Rarg = new(pg_query.Node)
-			return d.decNode(m.Rarg)
+			err = d.decNode(m.Rarg)
 		case "col_types", "colTypes":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ColTypes = append(m.ColTypes, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "col_typmods", "colTypmods":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ColTypmods = append(m.ColTypmods, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "col_collations", "colCollations":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ColCollations = append(m.ColCollations, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "group_clauses", "groupClauses":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.GroupClauses = append(m.GroupClauses, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decSetToDefault(m *pg_query.SetToDefault) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "type_id", "typeId":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.TypeId = uint32(v)
-			return err
 		case "type_mod", "typeMod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.TypeMod = int32(v)
-			return err
 		case "collation":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Collation = uint32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decSinglePartitionSpec(m *pg_query.SinglePartitionSpec) error {
-	return d.object(func(k string) error {
-		switch k {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decSortBy(m *pg_query.SortBy) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "node":
 			m.Node = new(pg_query.Node)
-			return d.decNode(m.Node)
+			err = d.decNode(m.Node)
 		case "sortby_dir":
-			v, err := d.enum(pg_query.SortByDir_value)
+			var v int32
+			v, err = d.enum(pg_query.SortByDir_value)
 			m.SortbyDir = pg_query.SortByDir(v)
-			return err
 		case "sortby_nulls":
-			v, err := d.enum(pg_query.SortByNulls_value)
+			var v int32
+			v, err = d.enum(pg_query.SortByNulls_value)
 			m.SortbyNulls = pg_query.SortByNulls(v)
-			return err
 		case "use_op", "useOp":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.UseOp = append(m.UseOp, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decSortGroupClause(m *pg_query.SortGroupClause) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "tle_sort_group_ref", "tleSortGroupRef":
-			v, err := d.uint(32)
-			m.TleSortGroupRef = uint32(v)
-			return err
-		case "eqop":
-			v, err := d.uint(32)
-			m.Eqop = uint32(v)
-			return err
-		case "sortop":
-			v, err := d.uint(32)
-			m.Sortop = uint32(v)
-			return err
-		case "nulls_first":
-			v, err := d.bool()
-			m.NullsFirst = v
-			return err
-		case "hashable":
-			v, err := d.bool()
-			m.Hashable = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "tle_sort_group_ref", "tleSortGroupRef":
+			var v uint64
+			v, err = d.uint(32)
+			m.TleSortGroupRef = uint32(v)
+		case "eqop":
+			var v uint64
+			v, err = d.uint(32)
+			m.Eqop = uint32(v)
+		case "sortop":
+			var v uint64
+			v, err = d.uint(32)
+			m.Sortop = uint32(v)
+		case "nulls_first":
+			m.NullsFirst, err = d.bool()
+		case "hashable":
+			m.Hashable, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decStatsElem(m *pg_query.StatsElem) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
+			m.Name, err = d.str()
 		case "expr":
 			m.Expr = new(pg_query.Node)
-			return d.decNode(m.Expr)
+			err = d.decNode(m.Expr)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decString(m *pg_query.String) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "sval":
-			v, err := d.str()
-			m.Sval = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "sval":
+			m.Sval, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decSubLink(m *pg_query.SubLink) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "sub_link_type", "subLinkType":
-			v, err := d.enum(pg_query.SubLinkType_value)
+			var v int32
+			v, err = d.enum(pg_query.SubLinkType_value)
 			m.SubLinkType = pg_query.SubLinkType(v)
-			return err
 		case "sub_link_id", "subLinkId":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.SubLinkId = int32(v)
-			return err
 		case "testexpr":
 			m.Testexpr = new(pg_query.Node)
-			return d.decNode(m.Testexpr)
+			err = d.decNode(m.Testexpr)
 		case "oper_name", "operName":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.OperName = append(m.OperName, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "subselect":
 			m.Subselect = new(pg_query.Node)
-			return d.decNode(m.Subselect)
+			err = d.decNode(m.Subselect)
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decSubPlan(m *pg_query.SubPlan) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "sub_link_type", "subLinkType":
-			v, err := d.enum(pg_query.SubLinkType_value)
+			var v int32
+			v, err = d.enum(pg_query.SubLinkType_value)
 			m.SubLinkType = pg_query.SubLinkType(v)
-			return err
 		case "testexpr":
 			m.Testexpr = new(pg_query.Node)
-			return d.decNode(m.Testexpr)
+			err = d.decNode(m.Testexpr)
 		case "param_ids", "paramIds":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ParamIds = append(m.ParamIds, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "plan_id":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.PlanId = int32(v)
-			return err
 		case "plan_name":
-			v, err := d.str()
-			m.PlanName = v
-			return err
+			m.PlanName, err = d.str()
 		case "first_col_type", "firstColType":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.FirstColType = uint32(v)
-			return err
 		case "first_col_typmod", "firstColTypmod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.FirstColTypmod = int32(v)
-			return err
 		case "first_col_collation", "firstColCollation":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.FirstColCollation = uint32(v)
-			return err
 		case "use_hash_table", "useHashTable":
-			v, err := d.bool()
-			m.UseHashTable = v
-			return err
+			m.UseHashTable, err = d.bool()
 		case "unknown_eq_false", "unknownEqFalse":
-			v, err := d.bool()
-			m.UnknownEqFalse = v
-			return err
+			m.UnknownEqFalse, err = d.bool()
 		case "parallel_safe":
-			v, err := d.bool()
-			m.ParallelSafe = v
-			return err
+			m.ParallelSafe, err = d.bool()
 		case "set_param", "setParam":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.SetParam = append(m.SetParam, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "par_param", "parParam":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ParParam = append(m.ParParam, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "startup_cost":
-			return d.unknown(k)
+			err = errTree
 		case "per_call_cost":
-			return d.unknown(k)
+			err = errTree
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decSubscriptingRef(m *pg_query.SubscriptingRef) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "refcontainertype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Refcontainertype = uint32(v)
-			return err
 		case "refelemtype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Refelemtype = uint32(v)
-			return err
 		case "refrestype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Refrestype = uint32(v)
-			return err
 		case "reftypmod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Reftypmod = int32(v)
-			return err
 		case "refcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Refcollid = uint32(v)
-			return err
 		case "refupperindexpr":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Refupperindexpr = append(m.Refupperindexpr, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "reflowerindexpr":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Reflowerindexpr = append(m.Reflowerindexpr, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "refexpr":
 			m.Refexpr = new(pg_query.Node)
-			return d.decNode(m.Refexpr)
+			err = d.decNode(m.Refexpr)
 		case "refassgnexpr":
 			m.Refassgnexpr = new(pg_query.Node)
-			return d.decNode(m.Refassgnexpr)
+			err = d.decNode(m.Refassgnexpr)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decSummaryResult(m *pg_query.SummaryResult) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "tables":
-			return d.array(func() error {
-				x := new(pg_query.SummaryResult_Table)
-				m.Tables = append(m.Tables, x)
-				return d.decSummaryResult_Table(x)
-			})
-		case "aliases":
-			return d.unknown(k)
-		case "cte_names", "cteNames":
-			return d.array(func() error {
-				v, err := d.str()
-				m.CteNames = append(m.CteNames, v)
-				return err
-			})
-		case "functions":
-			return d.array(func() error {
-				x := new(pg_query.SummaryResult_Function)
-				m.Functions = append(m.Functions, x)
-				return d.decSummaryResult_Function(x)
-			})
-		case "filter_columns", "filterColumns":
-			return d.array(func() error {
-				x := new(pg_query.SummaryResult_FilterColumn)
-				m.FilterColumns = append(m.FilterColumns, x)
-				return d.decSummaryResult_FilterColumn(x)
-			})
-		case "statement_types", "statementTypes":
-			return d.array(func() error {
-				v, err := d.str()
-				m.StatementTypes = append(m.StatementTypes, v)
-				return err
-			})
-		case "truncated_query", "truncatedQuery":
-			v, err := d.str()
-			m.TruncatedQuery = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "tables":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.SummaryResult_Table)
+				m.Tables = append(m.Tables, x)
+				if err = d.decSummaryResult_Table(x); err != nil {
+					break
+				}
+			}
+		case "aliases":
+			err = errTree
+		case "cte_names", "cteNames":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				var v string
+				if v, err = d.str(); err != nil {
+					break
+				}
+				m.CteNames = append(m.CteNames, v)
+			}
+		case "functions":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.SummaryResult_Function)
+				m.Functions = append(m.Functions, x)
+				if err = d.decSummaryResult_Function(x); err != nil {
+					break
+				}
+			}
+		case "filter_columns", "filterColumns":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.SummaryResult_FilterColumn)
+				m.FilterColumns = append(m.FilterColumns, x)
+				if err = d.decSummaryResult_FilterColumn(x); err != nil {
+					break
+				}
+			}
+		case "statement_types", "statementTypes":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				var v string
+				if v, err = d.str(); err != nil {
+					break
+				}
+				m.StatementTypes = append(m.StatementTypes, v)
+			}
+		case "truncated_query", "truncatedQuery":
+			m.TruncatedQuery, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decSummaryResult_FilterColumn(m *pg_query.SummaryResult_FilterColumn) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "schema_name", "schemaName":
-			v, err := d.str()
-			m.SchemaName = v
-			return err
-		case "table_name", "tableName":
-			v, err := d.str()
-			m.TableName = v
-			return err
-		case "column":
-			v, err := d.str()
-			m.Column = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "schema_name", "schemaName":
+			m.SchemaName, err = d.str()
+		case "table_name", "tableName":
+			m.TableName, err = d.str()
+		case "column":
+			m.Column, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decSummaryResult_Function(m *pg_query.SummaryResult_Function) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "function_name", "functionName":
-			v, err := d.str()
-			m.FunctionName = v
-			return err
-		case "schema_name", "schemaName":
-			v, err := d.str()
-			m.SchemaName = v
-			return err
-		case "context":
-			v, err := d.enum(pg_query.SummaryResult_Context_value)
-			m.Context = pg_query.SummaryResult_Context(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "name":
+			m.Name, err = d.str()
+		case "function_name", "functionName":
+			m.FunctionName, err = d.str()
+		case "schema_name", "schemaName":
+			m.SchemaName, err = d.str()
+		case "context":
+			var v int32
+			v, err = d.enum(pg_query.SummaryResult_Context_value)
+			m.Context = pg_query.SummaryResult_Context(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decSummaryResult_Table(m *pg_query.SummaryResult_Table) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "schema_name", "schemaName":
-			v, err := d.str()
-			m.SchemaName = v
-			return err
-		case "table_name", "tableName":
-			v, err := d.str()
-			m.TableName = v
-			return err
-		case "context":
-			v, err := d.enum(pg_query.SummaryResult_Context_value)
-			m.Context = pg_query.SummaryResult_Context(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "name":
+			m.Name, err = d.str()
+		case "schema_name", "schemaName":
+			m.SchemaName, err = d.str()
+		case "table_name", "tableName":
+			m.TableName, err = d.str()
+		case "context":
+			var v int32
+			v, err = d.enum(pg_query.SummaryResult_Context_value)
+			m.Context = pg_query.SummaryResult_Context(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decTableFunc(m *pg_query.TableFunc) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "functype":
-			v, err := d.enum(pg_query.TableFuncType_value)
-			m.Functype = pg_query.TableFuncType(v)
-			return err
-		case "ns_uris":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.NsUris = append(m.NsUris, x)
-				return d.decNode(x)
-			})
-		case "ns_names":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.NsNames = append(m.NsNames, x)
-				return d.decNode(x)
-			})
-		case "docexpr":
-			m.Docexpr = new(pg_query.Node)
-			return d.decNode(m.Docexpr)
-		case "rowexpr":
-			m.Rowexpr = new(pg_query.Node)
-			return d.decNode(m.Rowexpr)
-		case "colnames":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Colnames = append(m.Colnames, x)
-				return d.decNode(x)
-			})
-		case "coltypes":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Coltypes = append(m.Coltypes, x)
-				return d.decNode(x)
-			})
-		case "coltypmods":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Coltypmods = append(m.Coltypmods, x)
-				return d.decNode(x)
-			})
-		case "colcollations":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Colcollations = append(m.Colcollations, x)
-				return d.decNode(x)
-			})
-		case "colexprs":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Colexprs = append(m.Colexprs, x)
-				return d.decNode(x)
-			})
-		case "coldefexprs":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Coldefexprs = append(m.Coldefexprs, x)
-				return d.decNode(x)
-			})
-		case "colvalexprs":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Colvalexprs = append(m.Colvalexprs, x)
-				return d.decNode(x)
-			})
-		case "passingvalexprs":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Passingvalexprs = append(m.Passingvalexprs, x)
-				return d.decNode(x)
-			})
-		case "notnulls":
-			return d.unknown(k)
-		case "plan":
-			m.Plan = new(pg_query.Node)
-			return d.decNode(m.Plan)
-		case "ordinalitycol":
-			v, err := d.int(32)
-			m.Ordinalitycol = int32(v)
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "functype":
+			var v int32
+			v, err = d.enum(pg_query.TableFuncType_value)
+			m.Functype = pg_query.TableFuncType(v)
+		case "ns_uris":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.NsUris = append(m.NsUris, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "ns_names":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.NsNames = append(m.NsNames, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "docexpr":
+			m.Docexpr = new(pg_query.Node)
+			err = d.decNode(m.Docexpr)
+		case "rowexpr":
+			m.Rowexpr = new(pg_query.Node)
+			err = d.decNode(m.Rowexpr)
+		case "colnames":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Colnames = append(m.Colnames, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "coltypes":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Coltypes = append(m.Coltypes, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "coltypmods":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Coltypmods = append(m.Coltypmods, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "colcollations":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Colcollations = append(m.Colcollations, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "colexprs":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Colexprs = append(m.Colexprs, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "coldefexprs":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Coldefexprs = append(m.Coldefexprs, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "colvalexprs":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Colvalexprs = append(m.Colvalexprs, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "passingvalexprs":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Passingvalexprs = append(m.Passingvalexprs, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "notnulls":
+			err = errTree
+		case "plan":
+			m.Plan = new(pg_query.Node)
+			err = d.decNode(m.Plan)
+		case "ordinalitycol":
+			var v int64
+			v, err = d.int(32)
+			m.Ordinalitycol = int32(v)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decTableLikeClause(m *pg_query.TableLikeClause) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "options":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Options = uint32(v)
-			return err
 		case "relation_oid", "relationOid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.RelationOid = uint32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decTableSampleClause(m *pg_query.TableSampleClause) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "tsmhandler":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Tsmhandler = uint32(v)
-			return err
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "repeatable":
 			m.Repeatable = new(pg_query.Node)
-			return d.decNode(m.Repeatable)
+			err = d.decNode(m.Repeatable)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decTargetEntry(m *pg_query.TargetEntry) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "expr":
 			m.Expr = new(pg_query.Node)
-			return d.decNode(m.Expr)
+			err = d.decNode(m.Expr)
 		case "resno":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Resno = int32(v)
-			return err
 		case "resname":
-			v, err := d.str()
-			m.Resname = v
-			return err
+			m.Resname, err = d.str()
 		case "ressortgroupref":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Ressortgroupref = uint32(v)
-			return err
 		case "resorigtbl":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Resorigtbl = uint32(v)
-			return err
 		case "resorigcol":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Resorigcol = int32(v)
-			return err
 		case "resjunk":
-			v, err := d.bool()
-			m.Resjunk = v
+			m.Resjunk, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decTransactionStmt(m *pg_query.TransactionStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "kind":
-			v, err := d.enum(pg_query.TransactionStmtKind_value)
-			m.Kind = pg_query.TransactionStmtKind(v)
-			return err
-		case "options":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
-		case "savepoint_name":
-			v, err := d.str()
-			m.SavepointName = v
-			return err
-		case "gid":
-			v, err := d.str()
-			m.Gid = v
-			return err
-		case "chain":
-			v, err := d.bool()
-			m.Chain = v
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "kind":
+			var v int32
+			v, err = d.enum(pg_query.TransactionStmtKind_value)
+			m.Kind = pg_query.TransactionStmtKind(v)
+		case "options":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Options = append(m.Options, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "savepoint_name":
+			m.SavepointName, err = d.str()
+		case "gid":
+			m.Gid, err = d.str()
+		case "chain":
+			m.Chain, err = d.bool()
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decTriggerTransition(m *pg_query.TriggerTransition) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "is_new", "isNew":
-			v, err := d.bool()
-			m.IsNew = v
-			return err
-		case "is_table", "isTable":
-			v, err := d.bool()
-			m.IsTable = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "name":
+			m.Name, err = d.str()
+		case "is_new", "isNew":
+			m.IsNew, err = d.bool()
+		case "is_table", "isTable":
+			m.IsTable, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decTruncateStmt(m *pg_query.TruncateStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "relations":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Relations = append(m.Relations, x)
-				return d.decNode(x)
-			})
-		case "restart_seqs":
-			v, err := d.bool()
-			m.RestartSeqs = v
-			return err
-		case "behavior":
-			v, err := d.enum(pg_query.DropBehavior_value)
-			m.Behavior = pg_query.DropBehavior(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "relations":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Relations = append(m.Relations, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "restart_seqs":
+			m.RestartSeqs, err = d.bool()
+		case "behavior":
+			var v int32
+			v, err = d.enum(pg_query.DropBehavior_value)
+			m.Behavior = pg_query.DropBehavior(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decTypeCast(m *pg_query.TypeCast) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
 		case "type_name", "typeName":
 			m.TypeName = new(pg_query.TypeName)
-			return d.decTypeName(m.TypeName)
+			err = d.decTypeName(m.TypeName)
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decTypeName(m *pg_query.TypeName) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "names":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Names = append(m.Names, x)
-				return d.decNode(x)
-			})
-		case "type_oid", "typeOid":
-			v, err := d.uint(32)
-			m.TypeOid = uint32(v)
-			return err
-		case "setof":
-			v, err := d.bool()
-			m.Setof = v
-			return err
-		case "pct_type":
-			v, err := d.bool()
-			m.PctType = v
-			return err
-		case "typmods":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Typmods = append(m.Typmods, x)
-				return d.decNode(x)
-			})
-		case "typemod":
-			v, err := d.int(32)
-			m.Typemod = int32(v)
-			return err
-		case "array_bounds", "arrayBounds":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.ArrayBounds = append(m.ArrayBounds, x)
-				return d.decNode(x)
-			})
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "names":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Names = append(m.Names, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "type_oid", "typeOid":
+			var v uint64
+			v, err = d.uint(32)
+			m.TypeOid = uint32(v)
+		case "setof":
+			m.Setof, err = d.bool()
+		case "pct_type":
+			m.PctType, err = d.bool()
+		case "typmods":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Typmods = append(m.Typmods, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "typemod":
+			var v int64
+			v, err = d.int(32)
+			m.Typemod = int32(v)
+		case "array_bounds", "arrayBounds":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.ArrayBounds = append(m.ArrayBounds, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decUnlistenStmt(m *pg_query.UnlistenStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "conditionname":
-			v, err := d.str()
-			m.Conditionname = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "conditionname":
+			m.Conditionname, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decUpdateStmt(m *pg_query.UpdateStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "target_list", "targetList":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.TargetList = append(m.TargetList, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "where_clause", "whereClause":
 			m.WhereClause = new(pg_query.Node)
-			return d.decNode(m.WhereClause)
+			err = d.decNode(m.WhereClause)
 		case "from_clause", "fromClause":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.FromClause = append(m.FromClause, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "returning_list", "returningList":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ReturningList = append(m.ReturningList, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "with_clause", "withClause":
 			m.WithClause = new(pg_query.WithClause)
-			return d.decWithClause(m.WithClause)
+			err = d.decWithClause(m.WithClause)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decVacuumRelation(m *pg_query.VacuumRelation) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "relation":
 			m.Relation = new(pg_query.RangeVar)
-			return d.decRangeVar(m.Relation)
+			err = d.decRangeVar(m.Relation)
 		case "oid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Oid = uint32(v)
-			return err
 		case "va_cols":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.VaCols = append(m.VaCols, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decVacuumStmt(m *pg_query.VacuumStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "options":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
-		case "rels":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Rels = append(m.Rels, x)
-				return d.decNode(x)
-			})
-		case "is_vacuumcmd":
-			v, err := d.bool()
-			m.IsVacuumcmd = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "options":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Options = append(m.Options, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "rels":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Rels = append(m.Rels, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "is_vacuumcmd":
+			m.IsVacuumcmd, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decVar(m *pg_query.Var) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "varno":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Varno = int32(v)
-			return err
 		case "varattno":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Varattno = int32(v)
-			return err
 		case "vartype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Vartype = uint32(v)
-			return err
 		case "vartypmod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Vartypmod = int32(v)
-			return err
 		case "varcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Varcollid = uint32(v)
-			return err
 		case "varnullingrels":
-			return d.unknown(k)
+			err = errTree
 		case "varlevelsup":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Varlevelsup = uint32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decVariableSetStmt(m *pg_query.VariableSetStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "kind":
-			v, err := d.enum(pg_query.VariableSetKind_value)
-			m.Kind = pg_query.VariableSetKind(v)
-			return err
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "args":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
-		case "is_local":
-			v, err := d.bool()
-			m.IsLocal = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "kind":
+			var v int32
+			v, err = d.enum(pg_query.VariableSetKind_value)
+			m.Kind = pg_query.VariableSetKind(v)
+		case "name":
+			m.Name, err = d.str()
+		case "args":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Args = append(m.Args, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "is_local":
+			m.IsLocal, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decVariableShowStmt(m *pg_query.VariableShowStmt) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "name":
-			v, err := d.str()
-			m.Name = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "name":
+			m.Name, err = d.str()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decViewStmt(m *pg_query.ViewStmt) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "view":
 			m.View = new(pg_query.RangeVar)
-			return d.decRangeVar(m.View)
+			err = d.decRangeVar(m.View)
 		case "aliases":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Aliases = append(m.Aliases, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "query":
 			m.Query = new(pg_query.Node)
-			return d.decNode(m.Query)
+			err = d.decNode(m.Query)
 		case "replace":
-			v, err := d.bool()
-			m.Replace = v
-			return err
+			m.Replace, err = d.bool()
 		case "options":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Options = append(m.Options, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "with_check_option", "withCheckOption":
-			v, err := d.enum(pg_query.ViewCheckOption_value)
+			var v int32
+			v, err = d.enum(pg_query.ViewCheckOption_value)
 			m.WithCheckOption = pg_query.ViewCheckOption(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decWindowClause(m *pg_query.WindowClause) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "refname":
-			v, err := d.str()
-			m.Refname = v
-			return err
-		case "partition_clause", "partitionClause":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.PartitionClause = append(m.PartitionClause, x)
-				return d.decNode(x)
-			})
-		case "order_clause", "orderClause":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.OrderClause = append(m.OrderClause, x)
-				return d.decNode(x)
-			})
-		case "frame_options", "frameOptions":
-			v, err := d.int(32)
-			m.FrameOptions = int32(v)
-			return err
-		case "start_offset", "startOffset":
-			m.StartOffset = new(pg_query.Node)
-			return d.decNode(m.StartOffset)
-		case "end_offset", "endOffset":
-			m.EndOffset = new(pg_query.Node)
-			return d.decNode(m.EndOffset)
-		case "start_in_range_func", "startInRangeFunc":
-			v, err := d.uint(32)
-			m.StartInRangeFunc = uint32(v)
-			return err
-		case "end_in_range_func", "endInRangeFunc":
-			v, err := d.uint(32)
-			m.EndInRangeFunc = uint32(v)
-			return err
-		case "in_range_coll", "inRangeColl":
-			v, err := d.uint(32)
-			m.InRangeColl = uint32(v)
-			return err
-		case "in_range_asc", "inRangeAsc":
-			v, err := d.bool()
-			m.InRangeAsc = v
-			return err
-		case "in_range_nulls_first", "inRangeNullsFirst":
-			v, err := d.bool()
-			m.InRangeNullsFirst = v
-			return err
-		case "winref":
-			v, err := d.uint(32)
-			m.Winref = uint32(v)
-			return err
-		case "copied_order", "copiedOrder":
-			v, err := d.bool()
-			m.CopiedOrder = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "name":
+			m.Name, err = d.str()
+		case "refname":
+			m.Refname, err = d.str()
+		case "partition_clause", "partitionClause":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.PartitionClause = append(m.PartitionClause, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "order_clause", "orderClause":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.OrderClause = append(m.OrderClause, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "frame_options", "frameOptions":
+			var v int64
+			v, err = d.int(32)
+			m.FrameOptions = int32(v)
+		case "start_offset", "startOffset":
+			m.StartOffset = new(pg_query.Node)
+			err = d.decNode(m.StartOffset)
+		case "end_offset", "endOffset":
+			m.EndOffset = new(pg_query.Node)
+			err = d.decNode(m.EndOffset)
+		case "start_in_range_func", "startInRangeFunc":
+			var v uint64
+			v, err = d.uint(32)
+			m.StartInRangeFunc = uint32(v)
+		case "end_in_range_func", "endInRangeFunc":
+			var v uint64
+			v, err = d.uint(32)
+			m.EndInRangeFunc = uint32(v)
+		case "in_range_coll", "inRangeColl":
+			var v uint64
+			v, err = d.uint(32)
+			m.InRangeColl = uint32(v)
+		case "in_range_asc", "inRangeAsc":
+			m.InRangeAsc, err = d.bool()
+		case "in_range_nulls_first", "inRangeNullsFirst":
+			m.InRangeNullsFirst, err = d.bool()
+		case "winref":
+			var v uint64
+			v, err = d.uint(32)
+			m.Winref = uint32(v)
+		case "copied_order", "copiedOrder":
+			m.CopiedOrder, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decWindowDef(m *pg_query.WindowDef) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
-		case "refname":
-			v, err := d.str()
-			m.Refname = v
-			return err
-		case "partition_clause", "partitionClause":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.PartitionClause = append(m.PartitionClause, x)
-				return d.decNode(x)
-			})
-		case "order_clause", "orderClause":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.OrderClause = append(m.OrderClause, x)
-				return d.decNode(x)
-			})
-		case "frame_options", "frameOptions":
-			v, err := d.int(32)
-			m.FrameOptions = int32(v)
-			return err
-		case "start_offset", "startOffset":
-			m.StartOffset = new(pg_query.Node)
-			return d.decNode(m.StartOffset)
-		case "end_offset", "endOffset":
-			m.EndOffset = new(pg_query.Node)
-			return d.decNode(m.EndOffset)
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "name":
+			m.Name, err = d.str()
+		case "refname":
+			m.Refname, err = d.str()
+		case "partition_clause", "partitionClause":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.PartitionClause = append(m.PartitionClause, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "order_clause", "orderClause":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.OrderClause = append(m.OrderClause, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "frame_options", "frameOptions":
+			var v int64
+			v, err = d.int(32)
+			m.FrameOptions = int32(v)
+		case "start_offset", "startOffset":
+			m.StartOffset = new(pg_query.Node)
+			err = d.decNode(m.StartOffset)
+		case "end_offset", "endOffset":
+			m.EndOffset = new(pg_query.Node)
+			err = d.decNode(m.EndOffset)
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decWindowFunc(m *pg_query.WindowFunc) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "winfnoid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Winfnoid = uint32(v)
-			return err
 		case "wintype":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Wintype = uint32(v)
-			return err
 		case "wincollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Wincollid = uint32(v)
-			return err
 		case "inputcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Inputcollid = uint32(v)
-			return err
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "aggfilter":
 			m.Aggfilter = new(pg_query.Node)
-			return d.decNode(m.Aggfilter)
+			err = d.decNode(m.Aggfilter)
 		case "run_condition", "runCondition":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.RunCondition = append(m.RunCondition, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "winref":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Winref = uint32(v)
-			return err
 		case "winstar":
-			v, err := d.bool()
-			m.Winstar = v
-			return err
+			m.Winstar, err = d.bool()
 		case "winagg":
-			v, err := d.bool()
-			m.Winagg = v
-			return err
+			m.Winagg, err = d.bool()
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decWindowFuncRunCondition(m *pg_query.WindowFuncRunCondition) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "opno":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Opno = uint32(v)
-			return err
 		case "inputcollid":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Inputcollid = uint32(v)
-			return err
 		case "wfunc_left":
-			v, err := d.bool()
-			m.WfuncLeft = v
-			return err
+			m.WfuncLeft, err = d.bool()
 		case "arg":
 			m.Arg = new(pg_query.Node)
-			return d.decNode(m.Arg)
+			err = d.decNode(m.Arg)
+		default:
+			err = errTree
 		}
-		return d.unknown(k)
-	})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decWithCheckOption(m *pg_query.WithCheckOption) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "kind":
-			v, err := d.enum(pg_query.WCOKind_value)
-			m.Kind = pg_query.WCOKind(v)
-			return err
-		case "relname":
-			v, err := d.str()
-			m.Relname = v
-			return err
-		case "polname":
-			v, err := d.str()
-			m.Polname = v
-			return err
-		case "qual":
-			m.Qual = new(pg_query.Node)
-			return d.decNode(m.Qual)
-		case "cascaded":
-			v, err := d.bool()
-			m.Cascaded = v
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "kind":
+			var v int32
+			v, err = d.enum(pg_query.WCOKind_value)
+			m.Kind = pg_query.WCOKind(v)
+		case "relname":
+			m.Relname, err = d.str()
+		case "polname":
+			m.Polname, err = d.str()
+		case "qual":
+			m.Qual = new(pg_query.Node)
+			err = d.decNode(m.Qual)
+		case "cascaded":
+			m.Cascaded, err = d.bool()
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decWithClause(m *pg_query.WithClause) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "ctes":
-			return d.array(func() error {
-				x := new(pg_query.Node)
-				m.Ctes = append(m.Ctes, x)
-				return d.decNode(x)
-			})
-		case "recursive":
-			v, err := d.bool()
-			m.Recursive = v
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "ctes":
+			for more := d.elem(&err); more; more = d.elem(&err) {
+				x := new(pg_query.Node)
+				m.Ctes = append(m.Ctes, x)
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
+		case "recursive":
+			m.Recursive, err = d.bool()
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (d *treeDecoder) decXmlExpr(m *pg_query.XmlExpr) error {
-	return d.object(func(k string) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
+			return err
+		}
+		if d.null() {
+			continue
+		}
 		switch k {
 		case "xpr":
 			m.Xpr = new(pg_query.Node)
-			return d.decNode(m.Xpr)
+			err = d.decNode(m.Xpr)
 		case "op":
-			v, err := d.enum(pg_query.XmlExprOp_value)
+			var v int32
+			v, err = d.enum(pg_query.XmlExprOp_value)
 			m.Op = pg_query.XmlExprOp(v)
-			return err
 		case "name":
-			v, err := d.str()
-			m.Name = v
-			return err
+			m.Name, err = d.str()
 		case "named_args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.NamedArgs = append(m.NamedArgs, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "arg_names":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.ArgNames = append(m.ArgNames, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "args":
-			return d.array(func() error {
+			for more := d.elem(&err); more; more = d.elem(&err) {
 				x := new(pg_query.Node)
 				m.Args = append(m.Args, x)
-				return d.decNode(x)
-			})
+				if err = d.decNode(x); err != nil {
+					break
+				}
+			}
 		case "xmloption":
-			v, err := d.enum(pg_query.XmlOptionType_value)
+			var v int32
+			v, err = d.enum(pg_query.XmlOptionType_value)
 			m.Xmloption = pg_query.XmlOptionType(v)
-			return err
 		case "indent":
-			v, err := d.bool()
-			m.Indent = v
-			return err
+			m.Indent, err = d.bool()
 		case "type":
-			v, err := d.uint(32)
+			var v uint64
+			v, err = d.uint(32)
 			m.Type = uint32(v)
-			return err
 		case "typmod":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Typmod = int32(v)
-			return err
 		case "location":
-			v, err := d.int(32)
+			var v int64
+			v, err = d.int(32)
 			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
 			return err
 		}
-		return d.unknown(k)
-	})
+	}
 }
 
 func (d *treeDecoder) decXmlSerialize(m *pg_query.XmlSerialize) error {
-	return d.object(func(k string) error {
-		switch k {
-		case "xmloption":
-			v, err := d.enum(pg_query.XmlOptionType_value)
-			m.Xmloption = pg_query.XmlOptionType(v)
-			return err
-		case "expr":
-			m.Expr = new(pg_query.Node)
-			return d.decNode(m.Expr)
-		case "type_name", "typeName":
-			m.TypeName = new(pg_query.TypeName)
-			return d.decTypeName(m.TypeName)
-		case "indent":
-			v, err := d.bool()
-			m.Indent = v
-			return err
-		case "location":
-			v, err := d.int(32)
-			m.Location = int32(v)
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.close()
+	for {
+		k, more, err := d.key()
+		if err != nil || !more {
 			return err
 		}
-		return d.unknown(k)
-	})
+		if d.null() {
+			continue
+		}
+		switch k {
+		case "xmloption":
+			var v int32
+			v, err = d.enum(pg_query.XmlOptionType_value)
+			m.Xmloption = pg_query.XmlOptionType(v)
+		case "expr":
+			m.Expr = new(pg_query.Node)
+			err = d.decNode(m.Expr)
+		case "type_name", "typeName":
+			m.TypeName = new(pg_query.TypeName)
+			err = d.decTypeName(m.TypeName)
+		case "indent":
+			m.Indent, err = d.bool()
+		case "location":
+			var v int64
+			v, err = d.int(32)
+			m.Location = int32(v)
+		default:
+			err = errTree
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
