@@ -42,13 +42,7 @@ upstreams:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := sekishoBinary(t)
-	run := func(stdin string, args ...string) (string, error) {
-		cmd := exec.Command(bin, args...)
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	run := func(stdin string, args ...string) (string, error) { return runCLI(t, stdin, args...) }
 	if out, err := run("alice-password-1\n", "user", "add", "alice", "--role", "analyst", "--expires", "30d", "--password-stdin", "--config", cfgPath); err != nil {
 		t.Fatalf("user add: %v\n%s", err, out)
 	}
@@ -200,13 +194,7 @@ upstreams:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := sekishoBinary(t)
-	run := func(stdin string, args ...string) (string, error) {
-		cmd := exec.Command(bin, args...)
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	run := func(stdin string, args ...string) (string, error) { return runCLI(t, stdin, args...) }
 	for _, args := range [][]string{
 		{"user", "add", "owner", "--role", "admin", "--expires", "30d", "--password-stdin"},
 		{"user", "add", "etl", "--kind", "service", "--sponsor", "owner", "--role", "batch", "--expires", "30d", "--password-stdin"},

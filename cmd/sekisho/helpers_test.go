@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -117,4 +118,15 @@ func waitRunning(t *testing.T, direct *pgconn.PgConn, query string, n int, what 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// runCLI runs the sekisho binary with stdin and returns its combined
+// output.
+func runCLI(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(sekishoBinary(t), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Env = append(os.Environ(), "SUDO_USER=")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }

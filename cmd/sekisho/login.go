@@ -170,19 +170,46 @@ func prompt(label string, echo bool) (string, error) {
 }
 
 func httpClient(caFile string) (*http.Client, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, hintError{err, "--ca names the gateway's CA certificate file"}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: no certificates", caFile)
-		}
-		tc.RootCAs = pool
+	pool, err := caPool(caFile)
+	if err != nil {
+		return nil, err
 	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 30 * time.Second}, nil
+}
+
+// caPool reads the gateway's CA certificate ("" means the system roots).
+func caPool(caFile string) (*x509.CertPool, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, hintError{err, "--ca names the gateway's CA certificate file"}
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no certificates", caFile)
+	}
+	return pool, nil
+}
+
+// tlsConfig is how the tunnel reaches the gateway with c: its CA, and the
+// device certificate the credential is bound to.
+func (c savedCredential) tlsConfig() (*tls.Config, error) {
+	pool, err := caPool(c.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	tc := &tls.Config{ServerName: c.Host, MinVersion: tls.VersionTLS12, RootCAs: pool}
+	if c.DeviceCert != "" {
+		kp, err := tls.LoadX509KeyPair(c.DeviceCert, c.DeviceKey)
+		if err != nil {
+			return nil, hintError{fmt.Errorf("device certificate: %w", err), "run 'sekisho login' again on the managed device"}
+		}
+		tc.Certificates = []tls.Certificate{kp}
+	}
+	return tc, nil
 }
 
 func writeCredential(path string, c savedCredential) error {
@@ -290,6 +317,9 @@ func cmdTunnel(args []string) error {
 	if err != nil {
 		return err
 	}
+	if _, err := c.tlsConfig(); err != nil {
+		return err // say it now, not at the first connection
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return hintError{err, "choose a free port with --listen"}
@@ -359,19 +389,10 @@ func tunnelConn(local net.Conn, c savedCredential) {
 			cfg.RuntimeParams[k] = v
 		}
 	}
-	tc := &tls.Config{ServerName: c.Host, MinVersion: tls.VersionTLS12}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err == nil {
-			pool := x509.NewCertPool()
-			pool.AppendCertsFromPEM(pem)
-			tc.RootCAs = pool
-		}
-	}
-	if c.DeviceCert != "" {
-		if kp, err := tls.LoadX509KeyPair(c.DeviceCert, c.DeviceKey); err == nil {
-			tc.Certificates = []tls.Certificate{kp}
-		}
+	tc, err := c.tlsConfig()
+	if err != nil {
+		fail("08001", "the tunnel cannot read its CA or device certificate", "Run 'sekisho login' again.")
+		return
 	}
 	cfg.TLSConfig = tc
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -426,18 +447,9 @@ func tunnelCancel(m *pgproto3.CancelRequest, c savedCredential) {
 	if _, err := raw.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err == nil {
 		var b [1]byte
 		if _, err := io.ReadFull(raw, b[:]); err == nil && b[0] == 'S' {
-			tc := &tls.Config{ServerName: c.Host, MinVersion: tls.VersionTLS12}
-			if c.DeviceCert != "" {
-				if kp, err := tls.LoadX509KeyPair(c.DeviceCert, c.DeviceKey); err == nil {
-					tc.Certificates = []tls.Certificate{kp}
-				}
-			}
-			if c.CAFile != "" {
-				if pem, err := os.ReadFile(c.CAFile); err == nil {
-					pool := x509.NewCertPool()
-					pool.AppendCertsFromPEM(pem)
-					tc.RootCAs = pool
-				}
+			tc, err := c.tlsConfig()
+			if err != nil {
+				return
 			}
 			t := tls.Client(raw, tc)
 			if t.Handshake() != nil {

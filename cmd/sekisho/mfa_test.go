@@ -41,13 +41,7 @@ upstreams:
 		t.Fatal(err)
 	}
 	bin := sekishoBinary(t)
-	run := func(stdin string, args ...string) (string, error) {
-		cmd := exec.Command(bin, args...)
-		cmd.Stdin = strings.NewReader(stdin)
-		cmd.Env = append(os.Environ(), "SUDO_USER=")
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	run := func(stdin string, args ...string) (string, error) { return runCLI(t, stdin, args...) }
 	if out, err := run("alice-password-1\n", "user", "add", "alice", "--role", "analyst", "--expires", "30d", "--password-stdin", "--config", cfgPath); err != nil {
 		t.Fatalf("user add: %v\n%s", err, out)
 	}
