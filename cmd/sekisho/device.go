@@ -22,6 +22,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sekisho/sekisho/internal/admin"
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/pki"
 	"github.com/sekisho/sekisho/internal/proxy"
@@ -265,6 +266,21 @@ func cmdDeviceDecide(args []string, approve bool) error {
 		return err
 	}
 	fmt.Println(ev.Reason)
+	if !approve {
+		// New connections from it are refused already; the running gateway
+		// also ends the ones it has open.
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		resp, err := admin.NewClient(a.cfg.StateDir).Do(actx, "/v1/devices/"+d.ID+"/end", admin.Request{SudoUser: os.Getenv("SUDO_USER")})
+		switch {
+		case errors.Is(err, admin.ErrNotRunning):
+			fmt.Println("no running gateway found: no live sessions to end")
+		case err != nil:
+			return hintError{fmt.Errorf("the device is revoked, but its live sessions were not ended: %w", err), resp.Hint}
+		default:
+			fmt.Printf("%d live sessions from the device ended\n", resp.SessionsEnded)
+		}
+	}
 	return nil
 }
 

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/sekisho/sekisho/internal/identity"
 	"github.com/sekisho/sekisho/internal/pglocal"
 	"github.com/sekisho/sekisho/internal/pgtest"
@@ -149,10 +151,34 @@ upstreams:
 		t.Fatalf("credential from another device: %v\n%s", err, out)
 	}
 
-	// Revoking the device revokes its credential; its certificate no
-	// longer opens anything.
-	if out, err := run("", "device", "revoke", laptopID, "--config", cfgPath); err != nil || !strings.Contains(out, "1 access credentials revoked") {
+	// Revoking the device revokes its credential, ends its live session,
+	// and its certificate no longer opens anything.
+	direct, err := pgconn.Connect(t.Context(), c.ConnString(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close(t.Context())
+	long := exec.Command(sekishoBinary(t), "psql", "--credential-file", cred, "-d", db, "-X", "-c", "SELECT pg_sleep(60)")
+	var longOut strings.Builder
+	long.Stdout, long.Stderr = &longOut, &longOut
+	if err := long.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, direct, "SELECT pg_sleep(60)", 1, "the device's session never started")
+	if out, err := run("", "device", "revoke", laptopID, "--config", cfgPath); err != nil ||
+		!strings.Contains(out, "1 access credentials revoked") || !strings.Contains(out, "1 live sessions from the device ended") {
 		t.Fatalf("revoke: %v\n%s", err, out)
+	}
+	done := make(chan error, 1)
+	go func() { done <- long.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(longOut.String(), "device was revoked") {
+			t.Fatalf("the device's session after revocation: %v\n%s", err, longOut.String())
+		}
+	case <-time.After(10 * time.Second):
+		long.Process.Kill()
+		t.Fatal("the revoked device's session was not ended")
 	}
 	if out, err := psql(cred); err == nil {
 		t.Fatalf("psql from a revoked device: %s", out)

@@ -70,6 +70,7 @@ func Start(stateDir string, gw *proxy.Server, st store.Store, au audit.Sink, log
 	mux.HandleFunc("POST /v1/users/{name}/resume", s.resume)
 	mux.HandleFunc("POST /v1/lock", s.lock)
 	mux.HandleFunc("POST /v1/unlock", s.unlock)
+	mux.HandleFunc("POST /v1/devices/{id}/end", s.endDevice)
 	s.http = &http.Server{
 		Handler:           s.onlyOwner(mux),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -181,6 +182,15 @@ func (s *Server) suspend(w http.ResponseWriter, r *http.Request) {
 	_ = s.audit.Record(audit.Event{Type: audit.AccountChange, User: name, Actor: who,
 		Reason: fmt.Sprintf("suspended: %s; %d live sessions ended; %d access credentials revoked", req.Reason, n, revoked)})
 	reply(w, http.StatusOK, Response{User: name, SessionsEnded: n})
+}
+
+// endDevice ends the live sessions of a device that was just revoked in
+// the store (sekisho device revoke).
+func (s *Server) endDevice(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	n := s.gw.EndDeviceSessions(id, "device revoked")
+	_ = s.audit.Record(audit.Event{Type: audit.DeviceEvent, Actor: actor(r, ""), Reason: fmt.Sprintf("device %s: %d live sessions ended", id, n)})
+	reply(w, http.StatusOK, Response{SessionsEnded: n})
 }
 
 func (s *Server) resume(w http.ResponseWriter, r *http.Request) {

@@ -68,4 +68,6 @@ type Principal struct {
 	Database string
 	Source   string
 	Session  uint64
+	// Device is the managed device the session came from ("" if none).
+	Device string
 }

@@ -400,6 +400,13 @@ func (s *Server) EndUserSessions(user, why string) int {
 		"Ask your sekisho administrator why your account was suspended.")
 }
 
+// EndDeviceSessions ends every live session that came from a managed
+// device (when it is revoked).
+func (s *Server) EndDeviceSessions(device, why string) int {
+	return s.endSessions(func(p Principal) bool { return p.Device != "" && p.Device == device }, "device_revoked", why,
+		"The device was revoked; ask your sekisho administrator.")
+}
+
 // EndSessionsExcept ends every live session whose user keep does not
 // spare (the gateway lock spares break-glass accounts).
 func (s *Server) EndSessionsExcept(keep func(user string) bool, why string) int {

@@ -51,6 +51,7 @@ type handshake struct {
 	tls    *listenerTLS // the TLS this connection negotiated; nil if plaintext
 	ev     audit.Event  // the connection event, filled in as facts are learnt
 	user   store.User   // the account, once authenticated
+	device string       // the approved managed device it came from, if any
 }
 
 func (s *Server) handleConn(raw net.Conn) {
@@ -412,6 +413,7 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 		}
 		if dev.ID != "" {
 			h.ev.Method += " device=" + dev.ID
+			h.device = dev.ID
 		}
 	}
 	if !ok {
@@ -466,7 +468,7 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 			Message: fmt.Sprintf("sekisho could not connect to the database server for %q", h.ev.Database),
 			Hint:    "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}
 	}
-	p := Principal{User: user, Role: u.Role, Database: h.ev.Database, Source: h.source, Session: h.ev.Session}
+	p := Principal{User: user, Role: u.Role, Database: h.ev.Database, Source: h.source, Session: h.ev.Session, Device: h.device}
 	if serverFinal != nil { // nil: authenticated by certificate, no SASL exchange
 		if err := h.send(&pgproto3.AuthenticationSASLFinal{Data: serverFinal}); err != nil {
 			up.close()
