@@ -269,6 +269,17 @@ upstreams:
 	if out, err := conn("password=a-long-password-1"); err == nil || !strings.Contains(out, "password authentication failed") {
 		t.Fatalf("service account with a password: %v\n%s", err, out)
 	}
+	// Wrong passwords lock the name, but not the certificate out: nobody
+	// can stop a batch job by guessing at its name.
+	for range 6 {
+		conn("password=wrong-guess")
+	}
+	if out, err := conn("password=a-long-password-1"); err == nil || !strings.Contains(out, "too many failed logins") {
+		t.Fatalf("the name was not locked: %v\n%s", err, out)
+	}
+	if out, err := conn(certArgs); err != nil || strings.TrimSpace(out) != "5" {
+		t.Fatalf("certificate after the name was locked: %v\n%s", err, out)
+	}
 	auditLog, _ := os.ReadFile(filepath.Join(dir, "state", "audit.jsonl"))
 	if !strings.Contains(string(auditLog), `"method":"client_certificate"`) {
 		t.Error("the connection's method is not in the audit log")

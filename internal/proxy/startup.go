@@ -514,6 +514,12 @@ func (h *handshake) checkGuessing(ctx context.Context, user string) *Refusal {
 			Message: "too many failed logins from your address",
 			Hint:    fmt.Sprintf("Wait up to %s before trying again; if this is unexpected, tell %s.", lc.FailureWindow.D(), h.cfg.Contact)}
 	}
+	if h.serviceCertFor(user) {
+		// The name lock guards passwords, and a service account has none
+		// that works: otherwise anyone could lock a batch job out with a
+		// few wrong passwords. Its certificate is checked in full later.
+		return nil
+	}
 	until, err := h.s.store.LockedUntil(ctx, user)
 	if err != nil {
 		h.s.log.Error("state store lookup failed", "err", err)
@@ -525,6 +531,22 @@ func (h *handshake) checkGuessing(ctx context.Context, user string) *Refusal {
 			Hint:    "Wait until then, or ask " + h.cfg.Contact + " to check what happened."}
 	}
 	return nil
+}
+
+// serviceCertFor reports whether the client presented a certificate from
+// the gateway's client CA (TLS verified the chain) that names service
+// account user.
+func (h *handshake) serviceCertFor(user string) bool {
+	tc, ok := h.conn.(*tls.Conn)
+	if !ok {
+		return false
+	}
+	cs := tc.ConnectionState()
+	if len(cs.PeerCertificates) == 0 {
+		return false
+	}
+	name, named := pki.ServiceUser(cs.PeerCertificates[0])
+	return named && name == user
 }
 
 // loginFailed counts a failed login for the address and the name, locks
