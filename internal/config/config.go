@@ -92,6 +92,12 @@ type Limits struct {
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 	MaxSessions     int      `yaml:"max_sessions"`
 	UpstreamTimeout Duration `yaml:"upstream_connect_timeout"`
+	// UpstreamIdleMax is how many upstream connections of ended sessions
+	// the gateway keeps (reset with DISCARD ALL) per database and set of
+	// startup parameters, for the next session; -1 keeps none.
+	UpstreamIdleMax int `yaml:"upstream_idle_max"`
+	// UpstreamIdleTimeout closes kept upstream connections unused this long.
+	UpstreamIdleTimeout Duration `yaml:"upstream_idle_timeout"`
 }
 
 // Login bounds password guessing: per account name (whether or not the
@@ -246,6 +252,12 @@ func (c *Config) applyDefaults(baseDir string) {
 	if c.Limits.UpstreamTimeout == 0 {
 		c.Limits.UpstreamTimeout = Duration(10 * time.Second)
 	}
+	if c.Limits.UpstreamIdleMax == 0 {
+		c.Limits.UpstreamIdleMax = 20
+	}
+	if c.Limits.UpstreamIdleTimeout == 0 {
+		c.Limits.UpstreamIdleTimeout = Duration(time.Minute)
+	}
 	if c.Policy.CatalogRefresh == 0 {
 		c.Policy.CatalogRefresh = Duration(time.Minute)
 	}
@@ -340,6 +352,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxSessions < 1 {
 		bad("limits.max_sessions must be at least 1")
+	}
+	if c.Limits.UpstreamIdleMax < -1 {
+		bad("limits.upstream_idle_max %d: give a positive number, or -1 to keep no upstream connection for reuse", c.Limits.UpstreamIdleMax)
+	}
+	if c.Limits.UpstreamIdleTimeout < 0 {
+		bad("limits.upstream_idle_timeout must be positive")
 	}
 	if c.Login.MaxFailures < 1 || c.Login.FailuresPerAddress < 1 {
 		bad("login.max_failures and login.failures_per_address must be at least 1")

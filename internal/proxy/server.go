@@ -64,6 +64,7 @@ type Server struct {
 
 	catalogs  catalogs
 	decisions decisionCache
+	pool      upstreamPool
 	masker    *mask.Masker
 
 	nextID   atomic.Uint64
@@ -150,6 +151,9 @@ func (s *Server) Config() *config.Config { return s.cfg.Load() }
 // read only at start.
 func (s *Server) Reload(c *config.Config) {
 	old := s.cfg.Swap(c)
+	// A reload may change an upstream's address or the gateway's
+	// credential for it: connections kept for reuse are not reused.
+	s.pool.flush()
 	if old.Listen.Address != c.Listen.Address || old.Listen.AllowPlaintext != c.Listen.AllowPlaintext {
 		s.log.Warn("listen.address and listen.allow_plaintext take effect at the next restart")
 	}
@@ -256,7 +260,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.wg.Wait(); s.pool.close(); close(done) }()
 	select {
 	case <-done:
 		return nil
@@ -298,6 +302,7 @@ func (s *Server) reapIdle(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		now := time.Now()
+		s.pool.expire(s.cfg.Load().Limits.UpstreamIdleTimeout.D(), s.now())
 		s.failures.prune(s.now(), s.cfg.Load().Limits.StartupTimeout.D()+s.cfg.Load().Login.FailureWindow.D())
 		s.mu.Lock()
 		var idle []*Session

@@ -67,6 +67,11 @@ type Session struct {
 
 	started time.Time
 	ended   atomic.Bool
+	// terminating: the client said goodbye (Terminate), so the relay stops
+	// reading the upstream without closing it, which may be reused.
+	terminating atomic.Bool
+	upTx        byte  // the upstream's last transaction status (upstreamToClient only)
+	upExit      error // why upstreamToClient returned (read after both directions end)
 
 	// For the idle timeout (checked by Server.reapIdle): when the client
 	// last sent something, and when the upstream last became idle.
@@ -121,6 +126,7 @@ func newSession(s *Server, cfg *config.Config, p Principal, client net.Conn, cr 
 		ur:           wire.NewReader(up.conn, wire.DefaultMaxMessageLen),
 		refusalToken: "sekisho_refusal_" + hex.EncodeToString(tok),
 		started:      s.now(),
+		upTx:         up.tx,
 	}
 	ss.lastClient.Store(time.Now().UnixNano())
 	ss.cw.conn = client
@@ -165,13 +171,21 @@ func (ss *Session) run() {
 	g, ctx := errgroup.WithContext(context.Background())
 	stop := context.AfterFunc(ctx, func() {
 		// The first direction to fail ends the other: closing both sockets
-		// unblocks any read or write in progress.
+		// unblocks any read or write in progress. After a Terminate the
+		// upstream is only interrupted: it may serve another session.
 		ss.client.Close()
-		ss.up.conn.Close()
+		if ss.terminating.Load() {
+			_ = ss.up.conn.SetReadDeadline(time.Now())
+		} else {
+			ss.up.conn.Close()
+		}
 	})
 	defer stop()
 	g.Go(ss.clientToUpstream)
-	g.Go(ss.upstreamToClient)
+	g.Go(func() error {
+		ss.upExit = ss.upstreamToClient()
+		return ss.upExit
+	})
 	err := g.Wait()
 	ss.ended.Store(true)
 	ss.end(err)
@@ -182,7 +196,13 @@ func (ss *Session) end(err error) {
 	ss.mu.Lock()
 	busy := ss.pending > 0
 	killed := ss.killed
+	copyIn := ss.copyIn
 	ss.mu.Unlock()
+	// The upstream goes back for reuse only from a session that ended
+	// with a Terminate while nothing was outstanding, outside any
+	// transaction, with the upstream's stream stopped between messages.
+	reuse := errors.Is(err, errClientTerminate) && errors.Is(ss.upExit, errClientTerminate) &&
+		!busy && killed == nil && !copyIn && ss.upTx == 'I' && ss.ur.Clean() && ss.cfg.Limits.UpstreamIdleMax > 0
 	reason := "client_closed"
 	switch {
 	case killed != nil:
@@ -207,7 +227,11 @@ func (ss *Session) end(err error) {
 			ss.srv.log.Warn("upstream cancel at session end failed", "session", ss.id, "err", cerr)
 		}
 	}
-	ss.up.close()
+	if reuse {
+		ss.srv.pool.put(ss.up.poolKey, ss.up, ss.up.poolGen, ss.cfg.Limits.UpstreamIdleMax, ss.cfg.Limits.UpstreamTimeout.D(), ss.srv.now)
+	} else {
+		ss.up.close()
+	}
 	ss.client.Close()
 	_ = ss.srv.record(audit.Event{Type: audit.SessionEnd, Session: ss.id, User: ss.principal.User, Role: ss.principal.Role,
 		Source: ss.principal.Source, Database: ss.principal.Database, Reason: reason,
@@ -425,8 +449,16 @@ func (ss *Session) clientToUpstream() error {
 		case 'H', 'd':
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
 		case 'X':
-			ss.uw = wire.AppendFrame(ss.uw, typ, body)
-			_, _ = ss.up.conn.Write(ss.uw)
+			// What the client sent before its Terminate goes on; the
+			// Terminate itself does not: the upstream connection outlives
+			// the session when it can be reused, and end closes it
+			// properly when it cannot.
+			if len(ss.uw) > 0 {
+				if _, err := ss.up.conn.Write(ss.uw); err != nil {
+					return errUpstreamLost
+				}
+			}
+			ss.terminating.Store(true)
 			return errClientTerminate
 		default:
 			return ss.protocolError(fmt.Sprintf("unknown message type %q", typ))
@@ -514,6 +546,9 @@ func (ss *Session) upstreamToClient() error {
 	for {
 		typ, body, err := ss.ur.Next()
 		if err != nil {
+			if ss.terminating.Load() && ss.killedRefusal() == nil {
+				return errClientTerminate
+			}
 			if ss.killedRefusal() != nil || ss.ended.Load() {
 				return errKilled
 			}
@@ -569,6 +604,13 @@ func (ss *Session) upstreamToClient() error {
 			}
 		case 'G':
 			ss.copyInStarted()
+		case 'S':
+			// Kept current so a session that reuses this connection is
+			// told the server's settings as they are.
+			var ps pgproto3.ParameterStatus
+			if ps.Decode(body) == nil {
+				ss.up.params[ps.Name] = ps.Value
+			}
 		case 'T', 'n':
 			own := false
 			if d := ss.popDescribe(); d != nil && d.kind == 'd' {
@@ -667,6 +709,9 @@ func (ss *Session) upstreamToClient() error {
 			}
 		case 'Z':
 			filter, described = nil, false
+			if len(body) == 1 {
+				ss.upTx = body[0]
+			}
 			ss.readyForQuery()
 			cur = nil
 		}

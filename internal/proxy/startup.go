@@ -461,9 +461,19 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 			params[k] = v
 		}
 	}
-	up, err := dialUpstream(ctx, upCfg, params, h.cfg.Limits.UpstreamTimeout.D())
-	if err != nil {
-		h.s.log.Warn("upstream connect failed", "database", h.ev.Database, "host", upCfg.Host, "port", upCfg.Port, "err", err)
+	key, gen := poolKey(upCfg, params), h.s.pool.generation()
+	up := h.s.pool.get(key, h.cfg.Limits.UpstreamIdleTimeout.D(), h.s.now())
+	if up == nil {
+		var derr error
+		if up, derr = dialUpstream(ctx, upCfg, params, h.cfg.Limits.UpstreamTimeout.D()); derr != nil {
+			h.s.log.Warn("upstream connect failed", "database", h.ev.Database, "host", upCfg.Host, "port", upCfg.Port, "err", derr)
+			up = nil
+		}
+	}
+	if up != nil {
+		up.poolKey, up.poolGen = key, gen
+	}
+	if up == nil {
 		return Principal{}, nil, &Refusal{Code: codeCannotConnect, Reason: "upstream_unavailable",
 			Message: fmt.Sprintf("sekisho could not connect to the database server for %q", h.ev.Database),
 			Hint:    "Try again shortly; if it persists, tell " + h.cfg.Contact + "."}

@@ -27,6 +27,10 @@ type upstreamConn struct {
 	tx     byte
 	tls    *tls.Config
 	addr   string
+	// poolKey and poolGen say where the connection may go back when its
+	// session ends cleanly (see upstreamPool).
+	poolKey string
+	poolGen uint64
 }
 
 // dialUpstream connects and authenticates to the upstream with the

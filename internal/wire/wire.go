@@ -113,10 +113,11 @@ func DecodeStartup(body []byte) (pgproto3.FrontendMessage, error) {
 // Reader reads typed protocol frames. The body it returns is valid until
 // the next call to Next.
 type Reader struct {
-	br     *bufio.Reader
-	max    int
-	buf    []byte
-	maxBuf int
+	br      *bufio.Reader
+	max     int
+	buf     []byte
+	maxBuf  int
+	inFrame bool // a frame's header is consumed and its body is not
 }
 
 // NewReader returns a Reader that refuses frames with bodies longer than
@@ -136,6 +137,11 @@ func (r *Reader) SetMaxLen(n int) { r.max = n }
 // not yet returned. The relay flushes its writer when this reaches zero, so
 // it batches writes while a burst lasts and never holds a reply back.
 func (r *Reader) Buffered() int { return r.br.Buffered() }
+
+// Clean reports whether the reader stopped between frames with nothing
+// buffered: the connection under it can be handed to another reader
+// without losing or splitting a message.
+func (r *Reader) Clean() bool { return !r.inFrame && r.br.Buffered() == 0 }
 
 // Next reads one frame: its type byte and its body.
 func (r *Reader) Next() (byte, []byte, error) {
@@ -157,6 +163,7 @@ func (r *Reader) Next() (byte, []byte, error) {
 	if _, err := r.br.Discard(5); err != nil {
 		return 0, nil, err
 	}
+	r.inFrame = true
 	body := r.body(n - 4)
 	if _, err := io.ReadFull(r.br, body); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -164,6 +171,7 @@ func (r *Reader) Next() (byte, []byte, error) {
 		}
 		return 0, nil, err
 	}
+	r.inFrame = false
 	return typ, body, nil
 }
 
