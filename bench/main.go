@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"os/user"
 	"path/filepath"
 	"runtime"
@@ -47,6 +48,7 @@ var (
 	skipBulk = flag.Bool("skip-bulk", false, "skip the bulk reads")
 	onlyConn = flag.Bool("only-connect", false, "run only the new-connection measurement")
 	onlyPol  = flag.Bool("only-policy", false, "run only the data-policy measurements")
+	hold     = flag.Bool("hold", false, "start everything, print the targets and wait for Ctrl-C (for profiling by hand)")
 )
 
 type target struct {
@@ -140,6 +142,18 @@ func run() error {
 	relay := target{"go-relay", fmt.Sprintf("postgres://%s:%s@%s/pharma?sslmode=disable", cl.User, cl.Password, relayAddr)}
 	targets := []target{direct, gw, pb, relay}
 
+	if *hold {
+		for _, tg := range targets {
+			fmt.Println(tg.name, tg.url)
+		}
+		fmt.Printf("credential postgres://person:%s@%s/pharma?sslmode=require\n", benchCredential, gwAddr)
+		fmt.Println("pids: sekisho", gwProc.Process.Pid, "pgbouncer", pbProc.Process.Pid, "go-relay", relayProc.Process.Pid)
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		return nil
+	}
+
 	r := &report{}
 	fmt.Fprintf(&r.b, "Machine: %d CPUs (%s/%s), %s; PostgreSQL %s; pgbench runs of %d s; hcp %d rows.\n\n",
 		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), serverVersion(ctx, direct.url), *seconds, *hcpRows)
@@ -212,16 +226,24 @@ func run() error {
 
 	step("new connections with TLS")
 	r.line("\n### New connections with TLS and a password check (pgbench -S -C, 8 clients, sslmode=require)\n")
-	r.line("Each transaction opens a new connection: TLS handshake, SCRAM, and for sekisho also its own TLS-less")
-	r.line("connection and SCRAM exchange to PostgreSQL, plus the account, lockout and gateway-lock checks.\n")
-	r.line("| target | connections/s | ms per connection (8 in parallel) |")
-	r.line("|---|---|---|")
-	for _, tg := range []target{
-		{"direct (TLS)", strings.Replace(direct.url, "sslmode=disable", "sslmode=require", 1)},
-		{"sekisho (TLS)", strings.Replace(gw.url, "sslmode=disable", "sslmode=require", 1)},
+	r.line("Each transaction opens a new connection: TLS handshake and SCRAM, plus for sekisho the account, role,")
+	r.line("lockout and gateway-lock checks, and an upstream connection (a kept one, reset with DISCARD ALL, when one is idle).")
+	r.line("The password user's SCRAM has PostgreSQL's 4096 PBKDF2 iterations, which pgbench (libpq) computes on every")
+	r.line("connection; an access credential (from sekisho login, 256 random bits) has 16. CPU columns: milliseconds of")
+	r.line("CPU per connection spent by pgbench itself and by the server side (PostgreSQL, or sekisho + PostgreSQL).\n")
+	r.line("| target | connections/s | pgbench CPU ms/conn | server-side CPU ms/conn |")
+	r.line("|---|---|---|---|")
+	credURL := fmt.Sprintf("postgres://person:%s@%s/pharma?sslmode=require", benchCredential, gwAddr)
+	for _, tg := range []struct {
+		name, url string
+		pids      []int
+	}{
+		{"direct (TLS, password)", strings.Replace(direct.url, "sslmode=disable", "sslmode=require", 1), []int{cl.PID()}},
+		{"sekisho (TLS, password)", strings.Replace(gw.url, "sslmode=disable", "sslmode=require", 1), []int{gwProc.Process.Pid, cl.PID()}},
+		{"sekisho (TLS, access credential)", credURL, []int{gwProc.Process.Pid, cl.PID()}},
 	} {
-		tps := pgbench(tg.url, "-S", "-C", "-c", "8", "-j", "2")
-		r.line(fmt.Sprintf("| %s | %.0f | %.1f |", tg.name, tps, 8000/math.Max(tps, 1)))
+		tps, client, server := pgbenchConnect(tg.url, tg.pids)
+		r.line(fmt.Sprintf("| %s | %.0f | %.2f | %.2f |", tg.name, tps, client, server))
 	}
 	if *onlyConn {
 		fmt.Print(r.b.String())
@@ -330,6 +352,9 @@ func step(s string) { fmt.Fprintf(os.Stderr, "bench: %s (%s)\n", s, time.Now().F
 
 var benchPassword = rand.Text()
 
+// benchCredential is the access credential of the MFA user "person".
+var benchCredential string
+
 func startSekisho(ctx context.Context, bin, work string, cl *pglocal.Cluster) (string, *exec.Cmd, error) {
 	dir := filepath.Join(work, "gw")
 	os.MkdirAll(dir, 0o700)
@@ -347,6 +372,13 @@ limits:
 roles:
   bench: {networks: [127.0.0.1], databases: [pharma], statements: [all], read: ["*"], write: ["*"], functions: ["*"], features: [all],
           protected: {name: allow, date_of_birth: allow, email: allow, address: allow, sex: allow, institution: allow}}
+  people:  # humans: MFA at the login API, then short-lived access credentials
+    mfa: true
+    networks: [127.0.0.1]
+    databases: [pharma]
+    statements: [all]
+    read: ["*"]
+    protected: {name: allow, date_of_birth: allow, email: allow, address: allow, sex: allow, institution: allow}
   masked:
     networks: [127.0.0.1]
     databases: [pharma]
@@ -380,6 +412,23 @@ upstreams:
 	err = st.AddUser(ctx, store.User{Name: "bench", Role: "bench", Verifier: v, Expires: time.Now().Add(24 * time.Hour), Created: time.Now(), CreatedBy: "bench"})
 	if err == nil {
 		err = st.AddUser(ctx, store.User{Name: "masked", Role: "masked", Verifier: v, Expires: time.Now().Add(24 * time.Hour), Created: time.Now(), CreatedBy: "bench"})
+	}
+	if err == nil {
+		err = st.AddUser(ctx, store.User{Name: "person", Role: "people", Verifier: v, Expires: time.Now().Add(24 * time.Hour), Created: time.Now(), CreatedBy: "bench"})
+	}
+	if err == nil {
+		// An access credential as sekisho login issues one (the bench
+		// skips the password + TOTP exchange that precedes it).
+		var key []byte
+		key, err = st.Secret(ctx, "credential-salt-key", func() ([]byte, error) { return []byte(rand.Text()), nil })
+		if err == nil {
+			var cv identity.Verifier
+			benchCredential, cv, err = identity.NewAccessCredential(identity.CredentialSalt(key, "person"))
+			if err == nil {
+				err = st.AddCredential(ctx, store.Credential{ID: "bench", User: "person", StoredKey: cv.StoredKey, ServerKey: cv.ServerKey,
+					Issued: time.Now(), Expires: time.Now().Add(8 * time.Hour), Source: "127.0.0.1"})
+			}
+		}
 	}
 	st.Close()
 	if err != nil {
@@ -481,6 +530,73 @@ func pgbench(url string, args ...string) float64 {
 		}
 	}
 	return 0
+}
+
+// pgbenchConnect runs pgbench -S -C (a new connection per transaction)
+// and returns connections per second and the CPU milliseconds per
+// connection of pgbench and of the server-side processes (with all
+// their children: PostgreSQL's backends are children of the postmaster).
+func pgbenchConnect(url string, pids []int) (float64, float64, float64) {
+	var before time.Duration
+	for _, p := range pids {
+		before += treeCPU(p)
+	}
+	cmd := exec.Command("pgbench", "-S", "-C", "-c", "8", "-j", "2", "-n", "-T", strconv.Itoa(*seconds), url)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgbench -C: %v\n%s\n", err, out)
+		return 0, 0, 0
+	}
+	var after time.Duration
+	for _, p := range pids {
+		after += treeCPU(p)
+	}
+	var tps float64
+	var n float64
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if strings.HasPrefix(l, "tps = ") {
+			tps, _ = strconv.ParseFloat(f[2], 64)
+		}
+		if strings.HasPrefix(l, "number of transactions actually processed:") {
+			n, _ = strconv.ParseFloat(f[len(f)-1], 64)
+		}
+	}
+	n = math.Max(n, 1)
+	ps := cmd.ProcessState
+	client := (ps.UserTime() + ps.SystemTime()).Seconds() * 1000 / n
+	return tps, client, (after - before).Seconds() * 1000 / n
+}
+
+// treeCPU is the CPU time of a process and its children, living (from
+// /proc) and ended (cutime/cstime).
+func treeCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	tick := time.Second / 100
+	var t time.Duration
+	for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		t += time.Duration(v) * tick
+	}
+	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, k := range strings.Fields(string(kids)) {
+		if c, err := strconv.Atoi(k); err == nil {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c))
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+			for _, i := range []int{11, 12} {
+				v, _ := strconv.ParseInt(f[i], 10, 64)
+				t += time.Duration(v) * tick
+			}
+		}
+	}
+	return t
 }
 
 // pgbenchLatency runs one client in prepared mode with a transaction log

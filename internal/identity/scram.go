@@ -146,7 +146,14 @@ func DecoyVerifier(key []byte, user string) Verifier {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte("sekisho decoy verifier\x00" + user))
 	sum := m.Sum(nil)
-	return Verifier{Iterations: ScramIterations, Salt: sum[:16], StoredKey: hmacSum(sum, []byte("stored")), ServerKey: hmacSum(sum, []byte("server"))}
+	// Real accounts show either the password count or the access
+	// credential count (roles with MFA); unknown names show one of them
+	// too, chosen by the name, so the count reveals nothing.
+	iter := ScramIterations
+	if sum[16]&1 == 1 {
+		iter = credentialIterations
+	}
+	return Verifier{Iterations: iter, Salt: sum[:16], StoredKey: hmacSum(sum, []byte("stored")), ServerKey: hmacSum(sum, []byte("server"))}
 }
 
 // ScramServer is one SCRAM-SHA-256 exchange, server side.

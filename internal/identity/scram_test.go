@@ -172,3 +172,37 @@ func TestScramChannelBinding(t *testing.T) {
 		})
 	}
 }
+
+// Unknown names must show the iteration counts real accounts show
+// (passwords and access credentials) in about equal measure, so the count
+// in the server-first-message does not reveal which names exist.
+func TestDecoyIterationsLookLikeAccounts(t *testing.T) {
+	_, cred, err := NewAccessCredential(CredentialSalt([]byte("k"), "someone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := NewVerifier("a password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := ParseVerifier(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := map[int]bool{cred.Iterations: true, pw.Iterations: true}
+	seen := map[int]int{}
+	for i := range 200 {
+		seen[DecoyVerifier([]byte("decoy key"), fmt.Sprintf("user%d", i)).Iterations]++
+	}
+	for it, n := range seen {
+		if !real[it] {
+			t.Errorf("decoys show %d iterations, which no account has", it)
+		}
+		if n < 60 {
+			t.Errorf("only %d of 200 decoys show %d iterations", n, it)
+		}
+	}
+	if len(seen) != 2 {
+		t.Errorf("decoys show iteration counts %v, want both of %v", seen, real)
+	}
+}

@@ -231,6 +231,14 @@ func (c *Cluster) ConnString(db string) string {
 	return fmt.Sprintf("postgres://%s:%s@%s:%d/%s?sslmode=disable", c.User, c.Password, c.Host, c.Port, db)
 }
 
+// PID is the postmaster's process ID (0 when it is not running).
+func (c *Cluster) PID() int {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
 // LogPath is the server's log file.
 func (c *Cluster) LogPath() string { return filepath.Join(c.Dir, "server.log") }
 

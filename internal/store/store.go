@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
@@ -266,6 +267,57 @@ CREATE TABLE IF NOT EXISTS secrets (
 // SQLite is the embedded store.
 type SQLite struct {
 	db *sql.DB
+	// stmts caches prepared statements by their text: every new
+	// connection runs several lookups, and SQLite's parsing of each
+	// statement would otherwise cost more than the lookup.
+	stmts sync.Map // string → *sql.Stmt
+}
+
+// stmt returns the prepared statement for q.
+func (s *SQLite) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := s.stmts.Load(q); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.stmts.LoadOrStore(q, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+func (s *SQLite) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	st, err := s.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (s *SQLite) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := s.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// rowScanner is *sql.Row, or the error of preparing its statement.
+type rowScanner interface{ Scan(...any) error }
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+func (s *SQLite) queryRow(ctx context.Context, q string, args ...any) rowScanner {
+	st, err := s.stmt(ctx, q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
 }
 
 // OpenSQLite opens (creating if needed) the store file state.db in dir.
@@ -296,7 +348,7 @@ func (s *SQLite) AddUser(ctx context.Context, u User) error {
 	if u.Kind == "" {
 		u.Kind = KindEmployee
 	}
-	_, err := s.db.ExecContext(ctx,
+	_, err := s.exec(ctx,
 		`INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, userArgs(u)...)
 	if err != nil {
 		if _, gerr := s.User(ctx, u.Name); gerr == nil {
@@ -309,7 +361,7 @@ func (s *SQLite) AddUser(ctx context.Context, u User) error {
 
 // User implements Store.
 func (s *SQLite) User(ctx context.Context, name string) (User, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE name = ?`, name)
+	row := s.queryRow(ctx, `SELECT `+userColumns+` FROM users WHERE name = ?`, name)
 	u, err := scanUser(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, fmt.Errorf("user %q: %w", name, ErrNotFound)
@@ -319,7 +371,7 @@ func (s *SQLite) User(ctx context.Context, name string) (User, error) {
 
 // Users implements Store.
 func (s *SQLite) Users(ctx context.Context) ([]User, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+userColumns+` FROM users ORDER BY name`)
+	rows, err := s.query(ctx, `SELECT `+userColumns+` FROM users ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
@@ -337,7 +389,7 @@ func (s *SQLite) Users(ctx context.Context) ([]User, error) {
 
 // SetVerifier implements Store.
 func (s *SQLite) SetVerifier(ctx context.Context, name, verifier string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE users SET verifier = ? WHERE name = ?`, verifier, name)
+	res, err := s.exec(ctx, `UPDATE users SET verifier = ? WHERE name = ?`, verifier, name)
 	if err != nil {
 		return fmt.Errorf("set verifier: %w", err)
 	}
@@ -376,7 +428,7 @@ func (s *SQLite) UpdateUser(ctx context.Context, name string, change func(*User)
 
 // TouchLogin implements Store.
 func (s *SQLite) TouchLogin(ctx context.Context, name string, at time.Time) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE users SET last_login = ? WHERE name = ?`, at.UnixMicro(), name); err != nil {
+	if _, err := s.exec(ctx, `UPDATE users SET last_login = ? WHERE name = ?`, at.UnixMicro(), name); err != nil {
 		return fmt.Errorf("touch login: %w", err)
 	}
 	return nil
@@ -409,13 +461,13 @@ func (s *SQLite) ClearLoginFailures(ctx context.Context, name string) error {
 	// Read first: most logins have nothing to clear, and a read needs no
 	// write transaction.
 	var any bool
-	if err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM login_failures WHERE name = ?)`, name).Scan(&any); err != nil {
+	if err := s.queryRow(ctx, `SELECT EXISTS (SELECT 1 FROM login_failures WHERE name = ?)`, name).Scan(&any); err != nil {
 		return fmt.Errorf("clear login failures: %w", err)
 	}
 	if !any {
 		return nil
 	}
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM login_failures WHERE name = ?`, name); err != nil {
+	if _, err := s.exec(ctx, `DELETE FROM login_failures WHERE name = ?`, name); err != nil {
 		return fmt.Errorf("clear login failures: %w", err)
 	}
 	return nil
@@ -423,7 +475,7 @@ func (s *SQLite) ClearLoginFailures(ctx context.Context, name string) error {
 
 // Lock implements Store.
 func (s *SQLite) Lock(ctx context.Context, name string, until time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO login_locks (name, until) VALUES (?, ?)
+	_, err := s.exec(ctx, `INSERT INTO login_locks (name, until) VALUES (?, ?)
 		ON CONFLICT (name) DO UPDATE SET until = excluded.until`, name, until.UnixMicro())
 	if err != nil {
 		return fmt.Errorf("lock: %w", err)
@@ -434,7 +486,7 @@ func (s *SQLite) Lock(ctx context.Context, name string, until time.Time) error {
 // LockedUntil implements Store.
 func (s *SQLite) LockedUntil(ctx context.Context, name string) (time.Time, error) {
 	var until int64
-	err := s.db.QueryRowContext(ctx, `SELECT until FROM login_locks WHERE name = ?`, name).Scan(&until)
+	err := s.queryRow(ctx, `SELECT until FROM login_locks WHERE name = ?`, name).Scan(&until)
 	if errors.Is(err, sql.ErrNoRows) {
 		return time.Time{}, nil
 	}
@@ -454,7 +506,7 @@ type GatewayLock struct {
 
 // SetGatewayLock implements Store.
 func (s *SQLite) SetGatewayLock(ctx context.Context, l GatewayLock) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO gateway_lock (id, locked, reason, actor, at) VALUES (1, ?, ?, ?, ?)
+	_, err := s.exec(ctx, `INSERT INTO gateway_lock (id, locked, reason, actor, at) VALUES (1, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET locked = excluded.locked, reason = excluded.reason, actor = excluded.actor, at = excluded.at`,
 		l.Locked, l.Reason, l.Actor, l.At.UnixMicro())
 	if err != nil {
@@ -467,7 +519,7 @@ func (s *SQLite) SetGatewayLock(ctx context.Context, l GatewayLock) error {
 func (s *SQLite) GatewayLock(ctx context.Context) (GatewayLock, error) {
 	var l GatewayLock
 	var at int64
-	err := s.db.QueryRowContext(ctx, `SELECT locked, reason, actor, at FROM gateway_lock WHERE id = 1`).Scan(&l.Locked, &l.Reason, &l.Actor, &at)
+	err := s.queryRow(ctx, `SELECT locked, reason, actor, at FROM gateway_lock WHERE id = 1`).Scan(&l.Locked, &l.Reason, &l.Actor, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return GatewayLock{}, nil
 	}
@@ -481,7 +533,7 @@ func (s *SQLite) GatewayLock(ctx context.Context) (GatewayLock, error) {
 // Secret implements Store.
 func (s *SQLite) Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error) {
 	var v []byte
-	err := s.db.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
+	err := s.queryRow(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
 	if err == nil {
 		return v, nil
 	}
@@ -493,10 +545,10 @@ func (s *SQLite) Secret(ctx context.Context, name string, gen func() ([]byte, er
 		return nil, err
 	}
 	// Another process may have created it meanwhile: keep the first.
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`, name, v); err != nil {
+	if _, err := s.exec(ctx, `INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`, name, v); err != nil {
 		return nil, fmt.Errorf("secret %q: %w", name, err)
 	}
-	if err := s.db.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v); err != nil {
+	if err := s.queryRow(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v); err != nil {
 		return nil, fmt.Errorf("secret %q: %w", name, err)
 	}
 	return v, nil
@@ -504,19 +556,19 @@ func (s *SQLite) Secret(ctx context.Context, name string, gen func() ([]byte, er
 
 // AddCredential implements Store.
 func (s *SQLite) AddCredential(ctx context.Context, c Credential) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO credentials (id, name, stored_key, server_key, issued, expires, source, device) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, `INSERT INTO credentials (id, name, stored_key, server_key, issued, expires, source, device) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.User, c.StoredKey, c.ServerKey, c.Issued.UnixMicro(), c.Expires.UnixMicro(), c.Source, c.Device)
 	if err != nil {
 		return fmt.Errorf("add credential: %w", err)
 	}
 	// Expired credentials are useless; drop them as new ones come.
-	_, _ = s.db.ExecContext(ctx, `DELETE FROM credentials WHERE expires < ?`, c.Issued.UnixMicro())
+	_, _ = s.exec(ctx, `DELETE FROM credentials WHERE expires < ?`, c.Issued.UnixMicro())
 	return nil
 }
 
 // Credentials implements Store.
 func (s *SQLite) Credentials(ctx context.Context, user string, now time.Time) ([]Credential, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, stored_key, server_key, issued, expires, source, device FROM credentials
+	rows, err := s.query(ctx, `SELECT id, name, stored_key, server_key, issued, expires, source, device FROM credentials
 		WHERE name = ? AND expires > ? ORDER BY issued DESC LIMIT 50`, user, now.UnixMicro())
 	if err != nil {
 		return nil, fmt.Errorf("credentials: %w", err)
@@ -537,7 +589,7 @@ func (s *SQLite) Credentials(ctx context.Context, user string, now time.Time) ([
 
 // RevokeCredentials implements Store.
 func (s *SQLite) RevokeCredentials(ctx context.Context, user string) (int, error) {
-	r, err := s.db.ExecContext(ctx, `DELETE FROM credentials WHERE name = ?`, user)
+	r, err := s.exec(ctx, `DELETE FROM credentials WHERE name = ?`, user)
 	if err != nil {
 		return 0, fmt.Errorf("revoke credentials: %w", err)
 	}
@@ -549,7 +601,7 @@ const deviceColumns = `id, name, label, public_key, fingerprint, status, cert_pe
 
 // AddDevice implements Store.
 func (s *SQLite) AddDevice(ctx context.Context, d Device) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, `INSERT INTO devices (`+deviceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		d.ID, d.User, d.Name, d.PublicKey, d.Fingerprint, d.Status, d.CertPEM, d.Requested.UnixMicro(), micros(d.Approved), d.ApprovedBy, micros(d.Expires), d.Source)
 	if err != nil {
 		return fmt.Errorf("add device: %w", err)
@@ -569,7 +621,7 @@ func scanDevice(r scanner) (Device, error) {
 
 // Device implements Store.
 func (s *SQLite) Device(ctx context.Context, id string) (Device, error) {
-	d, err := scanDevice(s.db.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`, id))
+	d, err := scanDevice(s.queryRow(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Device{}, ErrNotFound
 	}
@@ -578,7 +630,7 @@ func (s *SQLite) Device(ctx context.Context, id string) (Device, error) {
 
 // Devices implements Store.
 func (s *SQLite) Devices(ctx context.Context, user string) ([]Device, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE ? = '' OR name = ? ORDER BY requested`, user, user)
+	rows, err := s.query(ctx, `SELECT `+deviceColumns+` FROM devices WHERE ? = '' OR name = ? ORDER BY requested`, user, user)
 	if err != nil {
 		return nil, err
 	}
@@ -596,7 +648,7 @@ func (s *SQLite) Devices(ctx context.Context, user string) ([]Device, error) {
 
 // UpdateDevice implements Store.
 func (s *SQLite) UpdateDevice(ctx context.Context, d Device) error {
-	r, err := s.db.ExecContext(ctx, `UPDATE devices SET status = ?, cert_pem = ?, approved = ?, approved_by = ?, expires = ? WHERE id = ?`,
+	r, err := s.exec(ctx, `UPDATE devices SET status = ?, cert_pem = ?, approved = ?, approved_by = ?, expires = ? WHERE id = ?`,
 		d.Status, d.CertPEM, micros(d.Approved), d.ApprovedBy, micros(d.Expires), d.ID)
 	if err != nil {
 		return fmt.Errorf("update device: %w", err)
@@ -609,7 +661,7 @@ func (s *SQLite) UpdateDevice(ctx context.Context, d Device) error {
 
 // RevokeDeviceCredentials implements Store.
 func (s *SQLite) RevokeDeviceCredentials(ctx context.Context, device string) (int, error) {
-	r, err := s.db.ExecContext(ctx, `DELETE FROM credentials WHERE device = ? AND device != ''`, device)
+	r, err := s.exec(ctx, `DELETE FROM credentials WHERE device = ? AND device != ''`, device)
 	if err != nil {
 		return 0, err
 	}
@@ -619,7 +671,7 @@ func (s *SQLite) RevokeDeviceCredentials(ctx context.Context, device string) (in
 
 // AddBreakGlassUse implements Store.
 func (s *SQLite) AddBreakGlassUse(ctx context.Context, u BreakGlassUse) (int64, error) {
-	r, err := s.db.ExecContext(ctx, `INSERT INTO break_glass_uses (name, at, source, db, locked) VALUES (?, ?, ?, ?, ?)`,
+	r, err := s.exec(ctx, `INSERT INTO break_glass_uses (name, at, source, db, locked) VALUES (?, ?, ?, ?, ?)`,
 		u.User, u.At.UnixMicro(), u.Source, u.Database, u.Locked)
 	if err != nil {
 		return 0, fmt.Errorf("break-glass use: %w", err)
@@ -629,7 +681,7 @@ func (s *SQLite) AddBreakGlassUse(ctx context.Context, u BreakGlassUse) (int64, 
 
 // BreakGlassUses implements Store.
 func (s *SQLite) BreakGlassUses(ctx context.Context, pending bool) ([]BreakGlassUse, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, at, source, db, locked, reviewed_by, reviewed_at, note FROM break_glass_uses
+	rows, err := s.query(ctx, `SELECT id, name, at, source, db, locked, reviewed_by, reviewed_at, note FROM break_glass_uses
 		WHERE NOT ? OR reviewed_at = 0 ORDER BY id`, pending)
 	if err != nil {
 		return nil, err
@@ -650,7 +702,7 @@ func (s *SQLite) BreakGlassUses(ctx context.Context, pending bool) ([]BreakGlass
 
 // ReviewBreakGlassUse implements Store.
 func (s *SQLite) ReviewBreakGlassUse(ctx context.Context, id int64, by, note string, at time.Time) error {
-	r, err := s.db.ExecContext(ctx, `UPDATE break_glass_uses SET reviewed_by = ?, reviewed_at = ?, note = ? WHERE id = ? AND reviewed_at = 0`,
+	r, err := s.exec(ctx, `UPDATE break_glass_uses SET reviewed_by = ?, reviewed_at = ?, note = ? WHERE id = ? AND reviewed_at = 0`,
 		by, at.UnixMicro(), note, id)
 	if err != nil {
 		return err
@@ -663,7 +715,7 @@ func (s *SQLite) ReviewBreakGlassUse(ctx context.Context, id int64, by, note str
 
 // UseTOTPStep implements Store.
 func (s *SQLite) UseTOTPStep(ctx context.Context, user string, step int64) (bool, error) {
-	r, err := s.db.ExecContext(ctx, `UPDATE users SET totp_last_step = ? WHERE name = ? AND totp_last_step < ?`, step, user, step)
+	r, err := s.exec(ctx, `UPDATE users SET totp_last_step = ? WHERE name = ? AND totp_last_step < ?`, step, user, step)
 	if err != nil {
 		return false, fmt.Errorf("totp step: %w", err)
 	}
@@ -672,7 +724,13 @@ func (s *SQLite) UseTOTPStep(ctx context.Context, user string, step int64) (bool
 }
 
 // Close implements Store.
-func (s *SQLite) Close() error { return s.db.Close() }
+func (s *SQLite) Close() error {
+	s.stmts.Range(func(_, st any) bool {
+		st.(*sql.Stmt).Close()
+		return true
+	})
+	return s.db.Close()
+}
 
 const userColumns = `name, kind, sponsor, role, verifier, expires, created, created_by, disabled, disabled_reason, updated, updated_by, last_login, expiry_warned, password_hash, totp_secret, totp_last_step, cert_fingerprint`
 
