@@ -72,8 +72,13 @@ func cmdLogin(args []string) error {
 	stdin := fs.Bool("password-stdin", false, "read the password and then the TOTP code from standard input, one per line")
 	credFile := fs.String("credential-file", defaultCredentialFile(), "where to keep the credential")
 	deviceDir := fs.String("device-dir", defaultDeviceDir(), "the managed device's key and certificate ('sekisho device enroll')")
+	sso := fs.Bool("sso", false, "sign in at the organisation's identity provider (single sign-on) in a browser")
+	deviceCode := fs.Bool("device-code", false, "with --sso: sign in with a code on another device instead of a browser here")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
+	}
+	if *deviceCode && !*sso {
+		return usageError{"login: --device-code goes with --sso"}
 	}
 	if *server == "" {
 		return usageError{"login: --url https://HOST:PORT of the gateway's login API is required"}
@@ -86,7 +91,9 @@ func cmdLogin(args []string) error {
 		return hintError{errors.New("login: refusing to send a password over plain HTTP"), "use https://"}
 	}
 	var password, code string
-	if *stdin {
+	if *sso {
+		// No password here: the identity provider asks for it.
+	} else if *stdin {
 		sc := bufio.NewScanner(os.Stdin)
 		for _, dst := range []*string{&password, &code} {
 			if !sc.Scan() {
@@ -121,22 +128,21 @@ func cmdLogin(args []string) error {
 		}
 		client.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{devCert}
 	}
-	body, _ := json.Marshal(proxy.LoginRequest{User: *user, Password: password, TOTP: code, Lifetime: *lifetime})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(u.String(), "/")+"/v1/login", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return hintError{fmt.Errorf("login: %w", err), "check --url (the gateway's login.address) and --ca (the CA that 'sekisho serve' printed)"}
-	}
-	defer resp.Body.Close()
+	base := strings.TrimSuffix(u.String(), "/")
 	var lr proxy.LoginResponse
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&lr); err != nil {
-		return fmt.Errorf("login: unexpected answer (HTTP %d)", resp.StatusCode)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return hintError{errors.New("login: " + lr.Error), lr.Hint}
+	if *sso {
+		if lr, err = ssoLogin(client, base, *deviceCode, *lifetime); err != nil {
+			return err
+		}
+	} else {
+		var status int
+		status, err = loginPost(client, base+"/v1/login", proxy.LoginRequest{User: *user, Password: password, TOTP: code, Lifetime: *lifetime}, &lr, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		if status != http.StatusOK {
+			return hintError{errors.New("login: " + lr.Error), lr.Hint}
+		}
 	}
 	abs := ""
 	if *caFile != "" {
@@ -153,6 +159,83 @@ func cmdLogin(args []string) error {
 	}
 	fmt.Printf("logged in as %s (role %s) until %s\nuse 'sekisho psql' or 'sekisho tunnel' to connect\n", lr.User, lr.Role, lr.Expires.Local().Format("2006-01-02 15:04 MST"))
 	return nil
+}
+
+// loginPost posts v and decodes the JSON answer into out.
+func loginPost(client *http.Client, url string, v, out any, timeout time.Duration) (int, error) {
+	body, _ := json.Marshal(v)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, hintError{fmt.Errorf("login: %w", err), "check --url (the gateway's login.address) and --ca (the CA that 'sekisho serve' printed)"}
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(out); err != nil {
+		return resp.StatusCode, fmt.Errorf("login: unexpected answer (HTTP %d)", resp.StatusCode)
+	}
+	return resp.StatusCode, nil
+}
+
+// ssoLogin signs in at the identity provider through the gateway: the
+// gateway starts the sign-in and gives a handle; the person signs in
+// (browser, or a code on another device); the handle collects the
+// credential, which never passes through the browser.
+func ssoLogin(client *http.Client, base string, deviceCode bool, lifetime string) (proxy.LoginResponse, error) {
+	flow := "browser"
+	if deviceCode {
+		flow = "device"
+	}
+	var start proxy.SSOStartResponse
+	status, err := loginPost(client, base+"/v1/sso/start", proxy.SSOStartRequest{Flow: flow, Lifetime: lifetime}, &start, 30*time.Second)
+	if err != nil {
+		return proxy.LoginResponse{}, err
+	}
+	if status != http.StatusOK {
+		return proxy.LoginResponse{}, hintError{errors.New("login: " + start.Error), start.Hint}
+	}
+	if deviceCode {
+		fmt.Printf("To sign in, open %s on any device and enter the code %s\n", start.VerificationURI, start.UserCode)
+		if start.URL != "" {
+			fmt.Printf("(or open %s)\n", start.URL)
+		}
+	} else {
+		fmt.Printf("Sign in with your browser: %s\n", start.URL)
+		openBrowser(start.URL)
+	}
+	fmt.Printf("waiting for the sign-in (until %s) ...\n", start.Expires.Local().Format("15:04"))
+	for {
+		var lr proxy.LoginResponse
+		status, err := loginPost(client, base+"/v1/sso/wait", proxy.SSOWaitRequest{Handle: start.Handle}, &lr, 60*time.Second)
+		if err != nil {
+			return lr, err
+		}
+		switch {
+		case status == http.StatusAccepted && lr.Pending:
+			continue
+		case status != http.StatusOK:
+			return lr, hintError{errors.New("login: " + lr.Error), lr.Hint}
+		}
+		return lr, nil
+	}
+}
+
+// openBrowser opens url with $BROWSER, or xdg-open on a desktop; on a
+// server it does nothing (the URL is printed).
+func openBrowser(url string) {
+	cmd := os.Getenv("BROWSER")
+	if cmd == "" {
+		if os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "" {
+			return
+		}
+		cmd = "xdg-open"
+	}
+	c := exec.Command(cmd, url)
+	if c.Start() == nil {
+		go c.Wait()
+	}
 }
 
 func prompt(label string, echo bool) (string, error) {

@@ -42,6 +42,8 @@ usage:
   sekisho breakglass review ID --note TEXT --config FILE
   sekisho login --url https://GATEWAY:PORT [--user NAME] [--ca FILE] [--lifetime 2h] [--password-stdin]
                                                    password + TOTP for a short-lived access credential
+  sekisho login --url https://GATEWAY:PORT --sso [--device-code] [--ca FILE] [--lifetime 2h]
+                                                   the same credential after signing in at the identity provider
   sekisho device enroll --url https://GATEWAY:PORT --name NAME [--user NAME] [--ca FILE]
                                                    on a managed device: a key pair and an enrolment request
   sekisho device list|approve ID|revoke ID --config FILE   the administrator's side

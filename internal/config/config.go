@@ -49,6 +49,8 @@ type Config struct {
 	// AccountLifetime caps, per kind of account (employee, contractor,
 	// service), how far in the future an account may expire.
 	AccountLifetime map[string]Duration `yaml:"account_lifetime"`
+	// SSO, when set, lets people sign in at an OpenID Connect IdP.
+	SSO *SSO `yaml:"sso"`
 }
 
 // Policy tunes the statement analysis.
@@ -322,6 +324,9 @@ func (c *Config) applyDefaults(baseDir string) {
 		u.PasswordFile = abs(u.PasswordFile)
 		u.CAFile = abs(u.CAFile)
 	}
+	if c.SSO != nil {
+		c.SSO.setDefaults(baseDir, c.Login)
+	}
 }
 
 // Validate checks the config and reports every problem at once.
@@ -372,6 +377,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Upstreams) == 0 {
 		bad("upstreams: at least one upstream is needed")
+	}
+	if c.SSO != nil {
+		c.SSO.validate(c, bad)
 	}
 	seen := map[string]bool{}
 	for i, u := range c.Upstreams {

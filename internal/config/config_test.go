@@ -106,3 +106,56 @@ upstreams:
 		}
 	}
 }
+
+func TestSSOConfig(t *testing.T) {
+	c, err := Parse([]byte(base+`
+login: {address: "gw.example.jp:6433"}
+roles: {analyst: {}}
+sso:
+  issuer: https://idp.example.jp/realms/hospital
+  client_id: sekisho
+  client_secret_env: SSO_SECRET
+  roles: [{group: research, role: analyst}]
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.SSO
+	if s.RedirectURL != "https://gw.example.jp:6433/v1/sso/callback" || s.UsernameClaim != "preferred_username" || !s.MFARequired() {
+		t.Errorf("defaults: %+v", s)
+	}
+	if r, ok := s.RoleFor([]string{"x", "research"}); !ok || r != "analyst" {
+		t.Errorf("RoleFor: %q %v", r, ok)
+	}
+	if _, ok := s.RoleFor([]string{"Research"}); ok {
+		t.Error("groups matched case-insensitively")
+	}
+
+	_, err = Parse([]byte(base+`
+login: {address: "0.0.0.0:6433"}
+roles: {analyst: {}}
+sso:
+  issuer: http://idp.example.jp
+  client_secret_env: A
+  client_secret_file: b
+  require_mfa: true
+  mfa_amr: []
+  roles: [{group: "", role: ghost}]
+`), t.TempDir())
+	if err == nil {
+		t.Fatal("a bad sso config was accepted")
+	}
+	for _, want := range []string{
+		`sso.issuer "http://idp.example.jp"`,
+		"sso.client_id",
+		"at most one of client_secret_file and client_secret_env",
+		`sso.redirect_url ""`,
+		"sso.roles[0]: group is empty",
+		`role "ghost" is not defined`,
+		"no sign-in could pass",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+}

@@ -26,6 +26,7 @@ var allowed = map[string][]string{
 	"internal/policy":   {"internal/config", "internal/mask", "internal/sqlscope"},
 	"internal/pglocal":  {"internal/pki"},
 	"internal/pgtest":   {"internal/pglocal"},
+	"internal/oidctest": {},
 	"internal/demodata": {},
 	"internal/identity": {"internal/audit", "internal/store"},
 	"internal/proxy":    {"internal/wire", "internal/audit", "internal/config", "internal/identity", "internal/pki", "internal/sqlscope", "internal/store", "internal/policy", "internal/mask"},

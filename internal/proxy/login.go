@@ -42,9 +42,11 @@ type LoginResponse struct {
 	Expires    time.Time `json:"expires,omitzero"`
 	// Port is the gateway's PostgreSQL port, for clients that log in and
 	// then connect.
-	Port  int    `json:"port,omitempty"`
-	Error string `json:"error,omitempty"`
-	Hint  string `json:"hint,omitempty"`
+	Port int `json:"port,omitempty"`
+	// Pending: a single sign-on is still in progress (ask again).
+	Pending bool   `json:"pending,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Hint    string `json:"hint,omitempty"`
 }
 
 // ServeLogin serves the login API on ln (HTTPS with the listener's
@@ -55,6 +57,9 @@ func (s *Server) ServeLogin(ln net.Listener) error {
 	mux.HandleFunc("POST /v1/login", s.handleLogin)
 	mux.HandleFunc("POST /v1/devices", s.handleDeviceEnrol)
 	mux.HandleFunc("GET /v1/devices/{id}", s.handleDeviceStatus)
+	mux.HandleFunc("POST /v1/sso/start", s.handleSSOStart)
+	mux.HandleFunc("GET /v1/sso/callback", s.handleSSOCallback)
+	mux.HandleFunc("POST /v1/sso/wait", s.handleSSOWait)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10, ErrorLog: nil}
 	if t := s.tls.Load(); t != nil {
@@ -73,12 +78,7 @@ func (s *Server) ServeLogin(ln net.Listener) error {
 	return err
 }
 
-func writeLogin(w http.ResponseWriter, status int, r LoginResponse) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(r)
-}
+func writeLogin(w http.ResponseWriter, status int, r LoginResponse) { writeJSON(w, status, r) }
 
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	cfg := s.cfg.Load()
@@ -149,49 +149,55 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if err := s.store.ClearLoginFailures(ctx, u.Name); err != nil {
 		s.log.Warn("login failures not cleared", "user", u.Name, "err", err)
 	}
+	resp, status, reason, ref := s.issueCredential(ctx, cfg, u, source, r.TLS, req.Lifetime, &ev)
+	if ref != nil {
+		fail(status, reason, ref)
+		return
+	}
+	writeLogin(w, http.StatusOK, resp)
+}
+
+// issueCredential admits an authenticated account (state, role, network
+// and hours, gateway lock, device) and issues it an access credential,
+// recording the login in ev. On refusal it returns the HTTP status, the
+// audit reason and the refusal, and records nothing: the caller does.
+func (s *Server) issueCredential(ctx context.Context, cfg *config.Config, u store.User, source string, cs *tls.ConnectionState, askLifetime string, ev *audit.Event) (LoginResponse, int, string, *Refusal) {
 	ev.Role = u.Role
 	now := s.now()
 	role, ok := cfg.Role(u.Role)
 	switch {
 	case u.Disabled:
-		fail(http.StatusForbidden, "account_disabled", &Refusal{Message: fmt.Sprintf("account %q is disabled", u.Name), Hint: "Ask " + cfg.Contact + " to enable it."})
-		return
+		return LoginResponse{}, http.StatusForbidden, "account_disabled", &Refusal{Message: fmt.Sprintf("account %q is disabled", u.Name), Hint: "Ask " + cfg.Contact + " to enable it."}
 	case u.Expired(now):
-		fail(http.StatusForbidden, "account_expired", &Refusal{Message: fmt.Sprintf("account %q expired on %s", u.Name, u.Expires.UTC().Format("2006-01-02 15:04 MST")),
-			Hint: "Ask " + cfg.Contact + " to extend it (sekisho user extend)."})
-		return
+		return LoginResponse{}, http.StatusForbidden, "account_expired", &Refusal{Message: fmt.Sprintf("account %q expired on %s", u.Name, u.Expires.UTC().Format("2006-01-02 15:04 MST")),
+			Hint: "Ask " + cfg.Contact + " to extend it (sekisho user extend)."}
 	case !ok:
-		fail(http.StatusForbidden, "role_not_configured", &Refusal{Message: fmt.Sprintf("account %q has role %q, which this gateway does not define", u.Name, u.Role),
-			Hint: "Ask " + cfg.Contact + "."})
-		return
+		return LoginResponse{}, http.StatusForbidden, "role_not_configured", &Refusal{Message: fmt.Sprintf("account %q has role %q, which this gateway does not define", u.Name, u.Role),
+			Hint: "Ask " + cfg.Contact + "."}
 	}
 	if ref := admitByRole(cfg, role, u.Role, source, "*", now); ref != nil && ref.Reason != "database_refused" {
-		fail(http.StatusForbidden, ref.Reason, ref)
-		return
+		return LoginResponse{}, http.StatusForbidden, ref.Reason, ref
 	}
 	if lock, err := s.store.GatewayLock(ctx); err != nil || lock.Locked && !containsName(cfg.BreakGlass, u.Name) {
-		fail(http.StatusForbidden, "gateway_locked", &Refusal{Message: "sekisho is locked by an administrator",
-			Hint: "Only emergency (break-glass) accounts may log in now; ask " + cfg.Contact + " when access returns."})
-		return
+		return LoginResponse{}, http.StatusForbidden, "gateway_locked", &Refusal{Message: "sekisho is locked by an administrator",
+			Hint: "Only emergency (break-glass) accounts may log in now; ask " + cfg.Contact + " when access returns."}
 	}
 	// A device certificate binds the credential to that device; a role
 	// that requires a device gets no credential without one.
-	dev, derr := s.presentedDevice(ctx, r.TLS, u.Name)
+	dev, derr := s.presentedDevice(ctx, cs, u.Name)
 	if derr != nil && (role.RequireDevice || !errors.Is(derr, errNoDevice)) {
 		s.log.Info("login device refused", "user", u.Name, "err", derr)
 		ref := deviceRefusal(cfg.Contact, derr)
-		fail(http.StatusForbidden, ref.Reason, ref)
-		return
+		return LoginResponse{}, http.StatusForbidden, ref.Reason, ref
 	}
 	lifetime := cfg.Login.CredentialLifetime.D()
 	if role.CredentialLifetime > 0 && role.CredentialLifetime.D() < lifetime {
 		lifetime = role.CredentialLifetime.D()
 	}
-	if req.Lifetime != "" {
-		d, err := time.ParseDuration(req.Lifetime)
+	if askLifetime != "" {
+		d, err := time.ParseDuration(askLifetime)
 		if err != nil || d <= 0 {
-			fail(http.StatusBadRequest, "bad_lifetime", &Refusal{Message: fmt.Sprintf("lifetime %q is not a duration", req.Lifetime), Hint: "Ask for a duration such as 2h."})
-			return
+			return LoginResponse{}, http.StatusBadRequest, "bad_lifetime", &Refusal{Message: fmt.Sprintf("lifetime %q is not a duration", askLifetime), Hint: "Ask for a duration such as 2h."}
 		}
 		lifetime = min(lifetime, d)
 	}
@@ -200,8 +206,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	secret, v, err := identity.NewAccessCredential(identity.CredentialSalt(s.credentialKey, u.Name))
 	if err != nil {
-		fail(http.StatusInternalServerError, "internal_error", &Refusal{Message: "sekisho could not issue a credential", Hint: "Try again."})
-		return
+		return LoginResponse{}, http.StatusInternalServerError, "internal_error", &Refusal{Message: "sekisho could not issue a credential", Hint: "Try again."}
 	}
 	id := make([]byte, 8)
 	_, _ = rand.Read(id)
@@ -209,18 +214,17 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		Issued: now, Expires: now.Add(lifetime), Source: addressKey(source), Device: dev.ID}
 	if err := s.store.AddCredential(ctx, c); err != nil {
 		s.log.Error("credential not stored", "err", err)
-		fail(http.StatusServiceUnavailable, "store_unavailable", storeRefusal(cfg))
-		return
+		return LoginResponse{}, http.StatusServiceUnavailable, "store_unavailable", storeRefusal(cfg)
 	}
 	ev.Outcome, ev.Reason = audit.OutcomeOK, ""
-	if err := s.record(ev); err != nil {
+	if err := s.record(*ev); err != nil {
 		_, _ = s.store.RevokeCredentials(ctx, u.Name)
-		fail(http.StatusServiceUnavailable, "audit_unavailable", auditRefusal(cfg))
-		return
+		ev.Outcome = audit.OutcomeRefused
+		return LoginResponse{}, http.StatusServiceUnavailable, "audit_unavailable", auditRefusal(cfg)
 	}
 	_ = s.record(audit.Event{Type: audit.CredentialIssued, User: u.Name, Role: u.Role, Source: source,
 		Reason: strings.TrimSpace(fmt.Sprintf("credential %s valid until %s %s", c.ID, c.Expires.UTC().Format(time.RFC3339), boundTo(c.Device)))})
-	writeLogin(w, http.StatusOK, LoginResponse{User: u.Name, Role: u.Role, Credential: secret, Expires: c.Expires, Port: listenPort(cfg)})
+	return LoginResponse{User: u.Name, Role: u.Role, Credential: secret, Expires: c.Expires, Port: listenPort(cfg)}, http.StatusOK, "", nil
 }
 
 func boundTo(device string) string {

@@ -65,6 +65,7 @@ type Server struct {
 	catalogs  catalogs
 	decisions decisionCache
 	pool      upstreamPool
+	sso       ssoState
 	masker    *mask.Masker
 
 	nextID   atomic.Uint64

@@ -257,9 +257,11 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 	}
 	// A role with MFA takes only access credentials from the login API
 	// (password + TOTP there); its accounts' passwords open nothing here.
+	// Accounts made by single sign-on have no password at all: they too
+	// connect only with access credentials.
 	var creds []identity.Verifier
 	mfa := false
-	if r, ok := h.cfg.Role(u.Role); known && ok && r.MFA {
+	if r, ok := h.cfg.Role(u.Role); known && ok && (r.MFA || u.Verifier == "") {
 		mfa = true
 		stored, err := h.s.store.Credentials(ctx, user, h.s.now())
 		if err != nil {
