@@ -14,6 +14,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -245,6 +246,9 @@ func run() error {
 		tps, client, server := pgbenchConnect(tg.url, tg.pids)
 		r.line(fmt.Sprintf("| %s | %.0f | %.2f | %.2f |", tg.name, tps, client, server))
 	}
+	if err := suspendBench(ctx, r, bin, filepath.Join(work, "gw", "sekisho.yaml"), gwAddr, cl); err != nil {
+		return err
+	}
 	if *onlyConn {
 		fmt.Print(r.b.String())
 		return nil
@@ -414,6 +418,9 @@ upstreams:
 		err = st.AddUser(ctx, store.User{Name: "masked", Role: "masked", Verifier: v, Expires: time.Now().Add(24 * time.Hour), Created: time.Now(), CreatedBy: "bench"})
 	}
 	if err == nil {
+		err = st.AddUser(ctx, store.User{Name: "suspendme", Role: "bench", Verifier: v, Expires: time.Now().Add(24 * time.Hour), Created: time.Now(), CreatedBy: "bench"})
+	}
+	if err == nil {
 		err = st.AddUser(ctx, store.User{Name: "person", Role: "people", Verifier: v, Expires: time.Now().Add(24 * time.Hour), Created: time.Now(), CreatedBy: "bench"})
 	}
 	if err == nil {
@@ -530,6 +537,67 @@ func pgbench(url string, args ...string) float64 {
 		}
 	}
 	return 0
+}
+
+// suspendBench measures how long 'sekisho user suspend' takes to end a
+// session that is running a long statement: from starting the command
+// to the client receiving its 57P01.
+func suspendBench(ctx context.Context, r *report, bin, cfgPath, gwAddr string, cl *pglocal.Cluster) error {
+	step("suspension to session end")
+	direct, err := pgconn.Connect(ctx, cl.ConnString("pharma"))
+	if err != nil {
+		return err
+	}
+	defer direct.Close(ctx)
+	url := fmt.Sprintf("postgres://suspendme:%s@%s/pharma?sslmode=require", benchPassword, gwAddr)
+	var cmdMS, endMS []float64
+	for i := range 5 {
+		conn, err := pgconn.Connect(ctx, url)
+		if err != nil {
+			return fmt.Errorf("suspend bench connect: %w", err)
+		}
+		tag := fmt.Sprintf("SELECT pg_sleep(30) AS suspend_bench_%d", i)
+		ended := make(chan time.Time, 1)
+		go func() {
+			_, _ = conn.Exec(ctx, tag).ReadAll()
+			ended <- time.Now()
+		}()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			res, err := direct.Exec(ctx, fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE query = '%s'", tag)).ReadAll()
+			if err == nil && string(res[0].Rows[0][0]) == "1" {
+				break
+			}
+			if time.Now().After(deadline) {
+				return errors.New("suspend bench: the statement never started upstream")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t0 := time.Now()
+		if out, err := exec.Command(bin, "user", "suspend", "suspendme", "--reason", "bench", "--config", cfgPath).CombinedOutput(); err != nil {
+			return fmt.Errorf("suspend: %v\n%s", err, out)
+		}
+		t1 := time.Now()
+		select {
+		case t2 := <-ended:
+			cmdMS = append(cmdMS, float64(t1.Sub(t0).Microseconds())/1000)
+			endMS = append(endMS, float64(t2.Sub(t0).Microseconds())/1000)
+		case <-time.After(10 * time.Second):
+			return errors.New("suspend bench: the session did not end within 10 s")
+		}
+		conn.Close(ctx)
+		if out, err := exec.Command(bin, "user", "resume", "suspendme", "--config", cfgPath).CombinedOutput(); err != nil {
+			return fmt.Errorf("resume: %v\n%s", err, out)
+		}
+	}
+	sort.Float64s(cmdMS)
+	sort.Float64s(endMS)
+	r.line("\n### Suspension to session end (5 runs, a session running pg_sleep(30) over TLS)\n")
+	r.line("From starting `sekisho user suspend` (a new process: config, admin socket, store) to the client receiving 57P01.\n")
+	r.line("| | median ms | max ms |")
+	r.line("|---|---|---|")
+	r.line(fmt.Sprintf("| suspend command returns | %.1f | %.1f |", cmdMS[2], cmdMS[4]))
+	r.line(fmt.Sprintf("| client's session ended | %.1f | %.1f |", endMS[2], endMS[4]))
+	return nil
 }
 
 // pgbenchConnect runs pgbench -S -C (a new connection per transaction)
