@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sekisho/sekisho/internal/admin"
+	"github.com/sekisho/sekisho/internal/alert"
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/identity"
@@ -77,7 +78,11 @@ type gateway struct {
 	ln  net.Listener
 	st  store.Store
 	au  *audit.File
-	adm *admin.Server
+	// sink is what records events: the audit file, and the alert
+	// webhook for alerts when one is configured.
+	sink   audit.Sink
+	alerts *alert.Webhook
+	adm    *admin.Server
 
 	stopSweep, sweepDone chan struct{}
 	cfg                  *config.Config
@@ -100,6 +105,20 @@ func startGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (*g
 		st.Close()
 		return nil, err
 	}
+	var sink audit.Sink = au
+	var alerts *alert.Webhook
+	if cfg.Alerts.Webhook != "" {
+		secret, err := cfg.Alerts.Secret()
+		if err == nil {
+			alerts, err = alert.New(alert.Options{URL: cfg.Alerts.Webhook, Secret: secret, CAFile: cfg.Alerts.CAFile, Log: log})
+		}
+		if err != nil {
+			st.Close()
+			au.Close()
+			return nil, hintError{err, "fix the alerts section of the config"}
+		}
+		sink = alert.Sink{Next: au, Webhook: alerts}
+	}
 	tlsCfg, caPath, err := proxy.ServerTLS(cfg)
 	if err != nil {
 		st.Close()
@@ -109,7 +128,7 @@ func startGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (*g
 	if cfg.Listen.AllowPlaintext {
 		log.Warn("plaintext client connections are allowed (loopback only)")
 	}
-	srv, err := proxy.New(ctx, proxy.Options{Config: cfg, Store: st, Audit: au, Log: log, TLS: tlsCfg})
+	srv, err := proxy.New(ctx, proxy.Options{Config: cfg, Store: st, Audit: sink, Log: log, TLS: tlsCfg})
 	if err != nil {
 		st.Close()
 		au.Close()
@@ -121,14 +140,14 @@ func startGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (*g
 		au.Close()
 		return nil, hintError{err, "choose a free address in listen.address"}
 	}
-	adm, err := admin.Start(cfg.StateDir, srv, st, au, log)
+	adm, err := admin.Start(cfg.StateDir, srv, st, sink, log)
 	if err != nil {
 		ln.Close()
 		st.Close()
 		au.Close()
 		return nil, hintError{err, "stop the other gateway, or give this one its own state_dir"}
 	}
-	gw := &gateway{srv: srv, ln: ln, st: st, au: au, adm: adm, cfg: cfg, caPath: caPath, served: make(chan error, 1),
+	gw := &gateway{srv: srv, ln: ln, st: st, au: au, sink: sink, alerts: alerts, adm: adm, cfg: cfg, caPath: caPath, served: make(chan error, 1),
 		stopSweep: make(chan struct{}), sweepDone: make(chan struct{})}
 	go func() { gw.served <- srv.Serve(ln) }()
 	go gw.sweepAccounts(log)
@@ -178,7 +197,7 @@ func (gw *gateway) sweepAccounts(log *slog.Logger) {
 	for {
 		cfg := gw.srv.Config()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		sw, err := identity.SweepAccounts(ctx, gw.st, gw.au, time.Now(), cfg.DormantAfter.D(), cfg.ExpiryWarning.D(), cfg.BreakGlass)
+		sw, err := identity.SweepAccounts(ctx, gw.st, gw.sink, time.Now(), cfg.DormantAfter.D(), cfg.ExpiryWarning.D(), cfg.BreakGlass)
 		cancel()
 		if err != nil {
 			log.Error("account sweep failed", "err", err)
@@ -199,5 +218,10 @@ func (gw *gateway) close() {
 	gw.adm.Close()
 	gw.ln.Close()
 	gw.st.Close()
+	if gw.alerts != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = gw.alerts.Close(ctx) // what could not be sent in time is in the audit log and the error log
+		cancel()
+	}
 	gw.au.Close()
 }

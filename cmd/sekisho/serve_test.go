@@ -3,12 +3,17 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/pem"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -208,12 +213,25 @@ func TestLockAllWithBreakGlass(t *testing.T) {
 	bin := sekishoBinary(t)
 	port, _ := pglocal.FreePort()
 	cfgPath := filepath.Join(dir, "sekisho.yaml")
+	// The security team's webhook: alerts arrive there as they happen.
+	var hookMu sync.Mutex
+	var alerts []string
+	hook := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		hookMu.Lock()
+		alerts = append(alerts, string(b))
+		hookMu.Unlock()
+	}))
+	defer hook.Close()
+	hookCA := filepath.Join(dir, "hook-ca.pem")
+	os.WriteFile(hookCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hook.Certificate().Raw}), 0o644)
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`state_dir: state
 listen: {address: 127.0.0.1:%d, allow_plaintext: true}
+alerts: {webhook: %s/sekisho, ca_file: hook-ca.pem}
 break_glass: [emergency]
 roles: {analyst: {networks: [127.0.0.1], databases: ["*"], statements: [read, session, transaction], read: ["*"]}, admin: {networks: [127.0.0.1], databases: ["*"], statements: [read, session, transaction], read: ["*"]}}
 upstreams:
-`, port)+upstreamLine(c, db)), 0o600)
+`, port, hook.URL)+upstreamLine(c, db)), 0o600)
 	startServe(t, cfgPath)
 	url := func(u string) string {
 		return fmt.Sprintf("postgres://%s:%s-password-1@127.0.0.1:%d/%s?sslmode=disable", u, u, port, db)
@@ -254,6 +272,34 @@ upstreams:
 			t.Errorf("audit log lacks %s", want)
 		}
 	}
+	waitUntil := func(what string, cond func(all string) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			hookMu.Lock()
+			all := strings.Join(alerts, "\n")
+			hookMu.Unlock()
+			if cond(all) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the webhook never got %s; it got:\n%s", what, all)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitUntil("the lock, the unlock and the break-glass logins", func(all string) bool {
+		return strings.Contains(all, `"outcome":"locked"`) && strings.Contains(all, `"outcome":"unlocked"`) &&
+			strings.Count(all, `break-glass login by \"emergency\"`) >= 2 &&
+			// The accounts expire within the hour: the start-up sweep alerts.
+			strings.Contains(all, `account \"worker\" expires soon`)
+	})
+	hookMu.Lock()
+	for _, a := range alerts {
+		if strings.Contains(a, `"type":"connection.accepted"`) || strings.Contains(a, `"type":"statement"`) || strings.Contains(a, `"type":"session.end"`) {
+			t.Errorf("an ordinary event was alerted: %s", a)
+		}
+	}
+	hookMu.Unlock()
 	// The uses wait for a review, which needs a note and is recorded.
 	out, err = exec.Command(bin, "breakglass", "list", "--config", cfgPath).CombinedOutput()
 	m := regexp.MustCompile(`(?m)^(\d+)\s+emergency\s.*\strue\s+NOT YET$`).FindSubmatch(out)

@@ -51,6 +51,32 @@ type Config struct {
 	AccountLifetime map[string]Duration `yaml:"account_lifetime"`
 	// SSO, when set, lets people sign in at an OpenID Connect IdP.
 	SSO *SSO `yaml:"sso"`
+	// Alerts says where alerts go besides the audit log.
+	Alerts Alerts `yaml:"alerts"`
+}
+
+// Alerts: events that need a person (an account locked by failed
+// logins, a break-glass login, the gateway locked, an account about to
+// expire) are posted to Webhook as they happen.
+type Alerts struct {
+	Webhook string `yaml:"webhook"`
+	// SecretFile holds the key of the HMAC-SHA-256 signature of each body
+	// (header X-Sekisho-Signature: sha256=HEX).
+	SecretFile string `yaml:"secret_file"`
+	// CAFile verifies the receiver (default: system roots).
+	CAFile string `yaml:"ca_file"`
+}
+
+// Secret reads the signing key (nil when none is configured).
+func (a Alerts) Secret() ([]byte, error) {
+	if a.SecretFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(a.SecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("alerts.secret_file: %w", err)
+	}
+	return []byte(strings.TrimRight(string(b), "\r\n")), nil
 }
 
 // Policy tunes the statement analysis.
@@ -327,6 +353,7 @@ func (c *Config) applyDefaults(baseDir string) {
 	if c.SSO != nil {
 		c.SSO.setDefaults(baseDir, c.Login)
 	}
+	c.Alerts.SecretFile, c.Alerts.CAFile = abs(c.Alerts.SecretFile), abs(c.Alerts.CAFile)
 }
 
 // Validate checks the config and reports every problem at once.
@@ -380,6 +407,12 @@ func (c *Config) Validate() error {
 	}
 	if c.SSO != nil {
 		c.SSO.validate(c, bad)
+	}
+	if c.Alerts.Webhook != "" && !strings.HasPrefix(c.Alerts.Webhook, "https://") {
+		bad("alerts.webhook %q: give an https:// URL (alerts name accounts and addresses)", c.Alerts.Webhook)
+	}
+	if c.Alerts.Webhook == "" && (c.Alerts.SecretFile != "" || c.Alerts.CAFile != "") {
+		bad("alerts: secret_file and ca_file need a webhook")
 	}
 	seen := map[string]bool{}
 	for i, u := range c.Upstreams {

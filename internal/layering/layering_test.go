@@ -31,6 +31,7 @@ var allowed = map[string][]string{
 	"internal/identity": {"internal/audit", "internal/store"},
 	"internal/proxy":    {"internal/wire", "internal/audit", "internal/config", "internal/identity", "internal/pki", "internal/sqlscope", "internal/store", "internal/policy", "internal/mask"},
 	"internal/admin":    {"internal/audit", "internal/proxy", "internal/store"},
+	"internal/alert":    {"internal/audit"},
 }
 
 func TestImportsPointDownward(t *testing.T) {
