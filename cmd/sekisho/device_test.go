@@ -269,6 +269,34 @@ upstreams:
 	if out, err := conn("password=a-long-password-1"); err == nil || !strings.Contains(out, "password authentication failed") {
 		t.Fatalf("service account with a password: %v\n%s", err, out)
 	}
+	// A forged certificate (right name, another CA) and an expired one
+	// from the gateway's own CA: refused in the TLS handshake.
+	writeCert := func(ca *pki.DeviceCA, notAfter time.Time) string {
+		crt, key, _, err := ca.IssueService("etl", notAfter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := t.TempDir()
+		os.WriteFile(filepath.Join(d, "etl.crt"), crt, 0o600)
+		os.WriteFile(filepath.Join(d, "etl.key"), key, 0o600)
+		return fmt.Sprintf("sslcert=%s sslkey=%s", filepath.Join(d, "etl.crt"), filepath.Join(d, "etl.key"))
+	}
+	otherCA, err := pki.EnsureDeviceCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownCA, err := pki.EnsureDeviceCA(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, args := range map[string]string{
+		"forged (another CA)": writeCert(otherCA, time.Now().Add(24*time.Hour)),
+		"expired":             writeCert(ownCA, time.Now().Add(-time.Minute)),
+	} {
+		if out, err := conn(args); err == nil || !strings.Contains(out, "SSL error") {
+			t.Fatalf("%s certificate: %v\n%s", name, err, out)
+		}
+	}
 	// Wrong passwords lock the name, but not the certificate out: nobody
 	// can stop a batch job by guessing at its name.
 	for range 6 {
@@ -283,5 +311,8 @@ upstreams:
 	auditLog, _ := os.ReadFile(filepath.Join(dir, "state", "audit.jsonl"))
 	if !strings.Contains(string(auditLog), `"method":"client_certificate"`) {
 		t.Error("the connection's method is not in the audit log")
+	}
+	if !strings.Contains(string(auditLog), `"reason":"tls_handshake_failed"`) {
+		t.Error("the refused certificates are not in the audit log")
 	}
 }
