@@ -31,6 +31,10 @@ func ServerTLS(c *config.Config) (cfg *tls.Config, caPath string, err error) {
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
+		// No session resumption: every connection shows (and has
+		// verified) its client certificate afresh, and the gateway need
+		// not make tickets libpq never uses.
+		SessionTicketsDisabled: true,
 	}, caPath, nil
 }
 
