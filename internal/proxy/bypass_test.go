@@ -600,7 +600,9 @@ func TestStatementsTheGatewayDidNotParse(t *testing.T) {
 		for _, m := range msgs {
 			fe.Send(m)
 		}
-		fe.Send(&pgproto3.Sync{})
+		if _, simple := msgs[0].(*pgproto3.Query); !simple {
+			fe.Send(&pgproto3.Sync{})
+		}
 		if err := fe.Flush(); err != nil {
 			t.Fatal(err)
 		}
@@ -644,6 +646,75 @@ func TestStatementsTheGatewayDidNotParse(t *testing.T) {
 			t.Errorf("unmasked row %q", r)
 		}
 	}
+	// A protocol statement the gateway decided unmasked, dropped with SQL
+	// DEALLOCATE (or DEALLOCATE ALL, DISCARD ALL) and replaced by an SQL
+	// PREPARE of the same name that reads a masked column: its rows are
+	// masked, not passed as the old statement's.
+	for i, drop := range []string{"DEALLOCATE s2", "DEALLOCATE PREPARE s2", "DEALLOCATE ALL", "DISCARD ALL", "deallocate \"s2\""} {
+		if _, errs := roundTrip(&pgproto3.Parse{Name: "s2", Query: "SELECT id::text FROM hcp ORDER BY id LIMIT 5"}); len(errs) > 0 {
+			t.Fatalf("parse: %v", errs)
+		}
+		for _, q := range []string{drop, "PREPARE s2 AS SELECT email FROM hcp ORDER BY id LIMIT 5"} {
+			if _, errs := roundTrip(&pgproto3.Query{String: q}); len(errs) > 0 {
+				t.Fatalf("%d: %s: %v", i, q, errs)
+			}
+		}
+		rows, errs = roundTrip(&pgproto3.Bind{PreparedStatement: "s2"}, &pgproto3.Execute{})
+		if len(errs) == 0 && len(rows) != 5 {
+			t.Fatalf("%s: %d rows", drop, len(rows))
+		}
+		for _, r := range rows {
+			if !bytes.Contains(r, []byte("***@")) {
+				t.Errorf("after %s: unmasked row %q", drop, r)
+			}
+		}
+		roundTrip(&pgproto3.Query{String: "DEALLOCATE ALL"})
+	}
+	checkMasked := func(what string, rows [][]byte, errs []string) {
+		t.Helper()
+		if len(errs) == 0 && len(rows) != 5 {
+			t.Fatalf("%s: %d rows", what, len(rows))
+		}
+		for _, r := range rows {
+			if !bytes.Contains(r, []byte("***@")) {
+				t.Errorf("%s: unmasked row %q", what, r)
+			}
+		}
+	}
+	// The same, with the DEALLOCATE and PREPARE themselves prepared
+	// first and executed later through the extended protocol.
+	for _, m := range []*pgproto3.Parse{
+		{Name: "drop_s3", Query: "DEALLOCATE s3"},
+		{Name: "make_s3", Query: "PREPARE s3 AS SELECT email FROM hcp ORDER BY id LIMIT 5"},
+		{Name: "s3", Query: "SELECT id::text FROM hcp ORDER BY id LIMIT 5"},
+	} {
+		if _, errs := roundTrip(m); len(errs) > 0 {
+			t.Fatalf("parse %s: %v", m.Name, errs)
+		}
+	}
+	for _, name := range []string{"drop_s3", "make_s3"} {
+		if _, errs := roundTrip(&pgproto3.Bind{PreparedStatement: name}, &pgproto3.Execute{}); len(errs) > 0 {
+			t.Fatalf("execute %s: %v", name, errs)
+		}
+	}
+	rows, errs = roundTrip(&pgproto3.Bind{PreparedStatement: "s3"}, &pgproto3.Execute{})
+	checkMasked("s3 redefined by a prepared PREPARE", rows, errs)
+
+	// Portals: a protocol portal closed with SQL CLOSE and replaced by a
+	// cursor of the same name that reads a masked column.
+	roundTrip(&pgproto3.Query{String: "BEGIN"})
+	if _, errs := roundTrip(&pgproto3.Parse{Name: "plain", Query: "SELECT id::text FROM hcp ORDER BY id LIMIT 5"},
+		&pgproto3.Bind{PreparedStatement: "plain", DestinationPortal: "c"}); len(errs) > 0 {
+		t.Fatalf("bind portal: %v", errs)
+	}
+	for _, q := range []string{"CLOSE c", "DECLARE c CURSOR FOR SELECT email FROM hcp ORDER BY id LIMIT 5"} {
+		if _, errs := roundTrip(&pgproto3.Query{String: q}); len(errs) > 0 {
+			t.Fatalf("%s: %v", q, errs)
+		}
+	}
+	rows, errs = roundTrip(&pgproto3.Execute{Portal: "c"})
+	checkMasked("portal c replaced by a cursor", rows, errs)
+	roundTrip(&pgproto3.Query{String: "COMMIT"})
 	if l := f.leaks(c.received()); len(l) > 0 {
 		t.Fatalf("leaked: %q", l)
 	}

@@ -1,6 +1,10 @@
 package proxy
 
-import "github.com/jackc/pgx/v5/pgproto3"
+import (
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/sekisho/sekisho/internal/sqlscope"
+)
 
 // Inspector is the seam through which the gateway's decisions see and
 // change what crosses it: policy decides each statement before it is
@@ -57,6 +61,12 @@ type Statement struct {
 	Name string
 	// Masked is set by the inspector: results may hold masked columns.
 	Masked bool
+	// Forgets is set by the inspector: the prepared statements and
+	// portals the statement drops or redefines with SQL (PREPARE,
+	// DEALLOCATE, DECLARE, CLOSE, DISCARD ALL). When it runs, the gateway
+	// forgets what it knew of them, so their rows are described and
+	// masked as those of statements it never saw.
+	Forgets sqlscope.Forget
 	// Principal is who sent it.
 	Principal Principal
 }

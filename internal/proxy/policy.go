@@ -66,6 +66,11 @@ func (i *policyInspector) Statement(st *Statement) *Refusal {
 	}
 	st.Masked = d.Masked
 	for _, s := range d.Statements {
+		f := s.Forgets
+		st.Forgets.Statements = append(st.Forgets.Statements, f.Statements...)
+		st.Forgets.Portals = append(st.Forgets.Portals, f.Portals...)
+		st.Forgets.AllStatements = st.Forgets.AllStatements || f.AllStatements
+		st.Forgets.AllPortals = st.Forgets.AllPortals || f.AllPortals
 		if s.Class == sqlscope.ClassDDL || s.Class == sqlscope.ClassAdmin {
 			// Views and tables may change: the next decision reloads.
 			i.srv.markCatalogStale(i.up.Database)

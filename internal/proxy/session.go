@@ -320,6 +320,7 @@ func (ss *Session) clientToUpstream() error {
 				r.refusal, r.token = ref, ss.nextToken()
 				ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
 			} else {
+				forget(st.Forgets, stmts, portals)
 				ss.uw = wire.AppendFrame(ss.uw, typ, body)
 			}
 			ss.enqueue(r, true)
@@ -339,7 +340,7 @@ func (ss *Session) clientToUpstream() error {
 				st := &Statement{Kind: 'P', Text: p.Query, Redacted: red, Name: p.Name}
 				ref = ss.decide(st)
 				if ref == nil {
-					stmts[p.Name] = prepared{text: red, masked: st.Masked}
+					stmts[p.Name] = prepared{text: red, masked: st.Masked, forgets: st.Forgets}
 				} else if _, known := stmts[p.Name]; !known {
 					// The stand-in fails, and a statement of that name may
 					// still exist upstream (an unnamed one from before, or
@@ -385,6 +386,9 @@ func (ss *Session) clientToUpstream() error {
 			if !ok {
 				pr = prepared{text: "(portal not known to the gateway)", masked: true}
 			}
+			// What this statement drops or redefines is forgotten now,
+			// before any later Bind or Execute of those names passes.
+			forget(pr.forgets, stmts, portals)
 			if pr.masked && ss.inspector != nil {
 				// The inspector must see the columns of every row it
 				// masks, and the client may not have asked for them (or
@@ -480,6 +484,27 @@ func (ss *Session) clientToUpstream() error {
 type prepared struct {
 	text   string // redacted, for the audit log
 	masked bool   // its rows need the inspector's filter
+	// forgets: running it drops or redefines prepared statements or
+	// portals by SQL (see Statement.Forgets).
+	forgets sqlscope.Forget
+}
+
+// forget drops what the gateway knows of the statements and portals f
+// names: binding or executing them afterwards is treated as binding
+// something the gateway never saw (described, masked).
+func forget(f sqlscope.Forget, stmts, portals map[string]prepared) {
+	if f.AllStatements {
+		clear(stmts)
+	}
+	for _, n := range f.Statements {
+		delete(stmts, n)
+	}
+	if f.AllPortals {
+		clear(portals)
+	}
+	for _, n := range f.Portals {
+		delete(portals, n)
+	}
 }
 
 func (ss *Session) decide(st *Statement) *Refusal {

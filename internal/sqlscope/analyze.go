@@ -149,6 +149,25 @@ type Statement struct {
 	// (ORDER BY 2, GROUP BY 1), so statements differing only in numbers
 	// may be decided differently.
 	Positional bool
+	// Forgets: prepared statements and portals the statement drops or
+	// defines. SQL and the extended protocol share their names, so after
+	// it runs the gateway no longer knows what those names hold.
+	Forgets Forget
+}
+
+// Forget names prepared statements and portals (cursors) whose contents
+// a statement changes: PREPARE and DEALLOCATE, DECLARE and CLOSE, DISCARD
+// ALL.
+type Forget struct {
+	Statements    []string
+	AllStatements bool
+	Portals       []string
+	AllPortals    bool
+}
+
+// Any reports whether f forgets anything.
+func (f Forget) Any() bool {
+	return f.AllStatements || f.AllPortals || len(f.Statements) > 0 || len(f.Portals) > 0
 }
 
 // MaxAnalysedBytes bounds the SQL text the gateway will analyse; longer
@@ -364,6 +383,7 @@ func (a *analyzer) statement(n *pg_query.Node, top bool) {
 			a.st.Class = inner.st.Class
 		}
 	case *pg_query.Node_DeclareCursorStmt:
+		a.st.Forgets.Portals = append(a.st.Forgets.Portals, x.DeclareCursorStmt.Portalname)
 		a.setClass(ClassRead, "DECLARE CURSOR")
 		// FETCH returns the cursor's rows with their column origins, so
 		// they are decided (and masked) like a SELECT's.
@@ -374,6 +394,7 @@ func (a *analyzer) statement(n *pg_query.Node, top bool) {
 			a.st.Class = inner.st.Class
 		}
 	case *pg_query.Node_PrepareStmt:
+		a.st.Forgets.Statements = append(a.st.Forgets.Statements, x.PrepareStmt.Name)
 		inner := &analyzer{cat: a.cat, st: &Statement{}, record: a.record, depth: a.depth}
 		inner.statement(x.PrepareStmt.Query, true)
 		a.merge(inner.st)
@@ -430,10 +451,23 @@ func (a *analyzer) statement(n *pg_query.Node, top bool) {
 		a.setClass(ClassSession, "SHOW")
 	case *pg_query.Node_DiscardStmt:
 		a.setClass(ClassSession, "DISCARD")
+		if x.DiscardStmt.Target == pg_query.DiscardMode_DISCARD_ALL {
+			a.st.Forgets.AllStatements, a.st.Forgets.AllPortals = true, true
+		}
 	case *pg_query.Node_DeallocateStmt:
 		a.setClass(ClassSession, "DEALLOCATE")
+		if d := x.DeallocateStmt; d.Isall || d.Name == "" {
+			a.st.Forgets.AllStatements = true
+		} else {
+			a.st.Forgets.Statements = append(a.st.Forgets.Statements, d.Name)
+		}
 	case *pg_query.Node_ClosePortalStmt:
 		a.setClass(ClassSession, "CLOSE")
+		if n := x.ClosePortalStmt.Portalname; n == "" {
+			a.st.Forgets.AllPortals = true
+		} else {
+			a.st.Forgets.Portals = append(a.st.Forgets.Portals, n)
+		}
 	case *pg_query.Node_ListenStmt:
 		a.setClass(ClassSession, "LISTEN")
 	case *pg_query.Node_UnlistenStmt:
