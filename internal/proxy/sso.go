@@ -68,6 +68,7 @@ type SSOWaitRequest struct {
 const (
 	ssoPendingTTL   = 10 * time.Minute
 	ssoMaxPending   = 1000
+	ssoMaxPerSource = 10
 	ssoWaitInterval = 25 * time.Second
 )
 
@@ -270,6 +271,16 @@ func (s *Server) ssoAdd(p *ssoPending) bool {
 		}
 	}
 	if len(s.sso.pending) >= ssoMaxPending {
+		return false
+	}
+	// One address cannot take the room of everyone else's sign-ins.
+	n := 0
+	for _, q := range s.sso.pending {
+		if addressKey(q.source) == addressKey(p.source) {
+			n++
+		}
+	}
+	if n >= ssoMaxPerSource {
 		return false
 	}
 	s.sso.pending[p.handle] = p

@@ -102,6 +102,22 @@ func TestSSOHandles(t *testing.T) {
 			t.Fatalf("wait %s: %d", bad, code)
 		}
 	}
+	// One address may have only so many sign-ins waiting.
+	refused := 0
+	for i := range ssoMaxPerSource + 2 {
+		code, _ := call(s.handleSSOStart, "POST", "/v1/sso/start", "127.0.0.7:1", `{"flow":"browser"}`)
+		if code == http.StatusTooManyRequests {
+			refused++
+		} else if code != http.StatusOK {
+			t.Fatalf("start %d: %d", i, code)
+		}
+	}
+	if refused != 2 {
+		t.Fatalf("%d of %d sign-ins from one address refused, want 2", refused, ssoMaxPerSource+2)
+	}
+	if code, _ := call(s.handleSSOStart, "POST", "/v1/sso/start", "127.0.0.8:1", `{"flow":"browser"}`); code != http.StatusOK {
+		t.Fatalf("another address: %d", code)
+	}
 	for _, bad := range []string{`{"flow":"implicit"}`, `{}`, `[]`, strings.Repeat("x", 10000)} {
 		if code, _ := call(s.handleSSOStart, "POST", "/v1/sso/start", "127.0.0.2:1", bad); code != http.StatusBadRequest {
 			t.Fatalf("start %.20s: %d", bad, code)
