@@ -719,3 +719,80 @@ func TestStatementsTheGatewayDidNotParse(t *testing.T) {
 		t.Fatalf("leaked: %q", l)
 	}
 }
+
+// TestPortalReplacedAfterItsTransaction: a portal the gateway saw bound
+// to an unmasked statement ends with its transaction upstream; a function
+// the role may call then opens a cursor of the same name over a masked
+// column. Executing that name must not pass its rows as the old portal's.
+func TestPortalReplacedAfterItsTransaction(t *testing.T) {
+	f := newCorpusFixture(t, false)
+	exec(t, f.g.direct(t), `CREATE FUNCTION open_emails(c refcursor) RETURNS refcursor LANGUAGE plpgsql AS
+$$BEGIN OPEN c FOR SELECT email FROM hcp ORDER BY id LIMIT 5; RETURN c; END$$`)
+	f.g.cfg.Roles["analyst"].Functions = []string{"public.open_emails"}
+	c := f.connect(t, testUser, testPassword)
+	if err := c.conn.SyncConn(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := c.conn.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Conn.Close()
+	fe := pgproto3.NewFrontend(hc.Conn, hc.Conn)
+	send := func(sync bool, msgs ...pgproto3.FrontendMessage) (rows [][]byte, errs []string) {
+		for _, m := range msgs {
+			fe.Send(m)
+		}
+		if sync {
+			fe.Send(&pgproto3.Sync{})
+		}
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		hc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			m, err := fe.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch m := m.(type) {
+			case *pgproto3.DataRow:
+				rows = append(rows, bytes.Clone(m.Values[0]))
+			case *pgproto3.ErrorResponse:
+				errs = append(errs, m.Code+" "+m.Message)
+			case *pgproto3.ReadyForQuery:
+				return rows, errs
+			}
+		}
+	}
+	steps := []struct {
+		sync bool
+		msgs []pgproto3.FrontendMessage
+	}{
+		{false, []pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}},
+		{true, []pgproto3.FrontendMessage{&pgproto3.Parse{Name: "plain", Query: "SELECT id::text FROM hcp ORDER BY id LIMIT 5"},
+			&pgproto3.Bind{PreparedStatement: "plain", DestinationPortal: "c"}}},
+		{false, []pgproto3.FrontendMessage{&pgproto3.Query{String: "COMMIT"}}}, // portal c is gone upstream
+		{false, []pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}},
+		{true, []pgproto3.FrontendMessage{&pgproto3.Parse{Name: "opener", Query: "SELECT public.open_emails('c')"},
+			&pgproto3.Bind{PreparedStatement: "opener"}, &pgproto3.Execute{}}},
+	}
+	for i, st := range steps {
+		if _, errs := send(st.sync, st.msgs...); len(errs) > 0 {
+			t.Fatalf("step %d: %v", i, errs)
+		}
+	}
+	c.reset()
+	rows, errs := send(true, &pgproto3.Execute{Portal: "c"})
+	if len(errs) == 0 && len(rows) != 5 {
+		t.Fatalf("cursor c: %d rows", len(rows))
+	}
+	for _, r := range rows {
+		if !bytes.Contains(r, []byte("***@")) {
+			t.Errorf("unmasked row %q", r)
+		}
+	}
+	if l := f.leaks(c.received()); len(l) > 0 {
+		t.Fatalf("leaked: %q", l)
+	}
+}

@@ -291,6 +291,11 @@ func (ss *Session) clientToUpstream() error {
 	var dec wire.FrontendDecoder
 	stmts := map[string]prepared{}   // prepared statement name → what the gateway knows of it
 	portals := map[string]prepared{} // portal name → its statement
+	// epoch counts sync points (Query, Sync). A transaction's end drops
+	// its portals upstream, and the name may then hold something else
+	// (a cursor opened by SQL); a portal bound before the last sync point
+	// is described before each Execute, as one the gateway never saw.
+	epoch := 0
 	for {
 		typ, body, err := ss.cr.Next()
 		if err != nil {
@@ -306,6 +311,9 @@ func (ss *Session) clientToUpstream() error {
 				// the gateway could no longer match answers to statements.
 				return ss.protocolError(fmt.Sprintf("message type %q arrived during COPY FROM STDIN; end the copy (CopyDone or CopyFail) first", typ))
 			}
+		}
+		if typ == 'Q' || typ == 'S' || typ == 'F' {
+			epoch++
 		}
 		switch typ {
 		case 'Q':
@@ -374,6 +382,7 @@ func (ss *Session) clientToUpstream() error {
 				// decided when it was prepared. Its rows are described.
 				pr = prepared{text: "(statement prepared with SQL PREPARE)", masked: true}
 			}
+			pr.epoch = epoch
 			portals[b.DestinationPortal] = pr
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
 		case 'E':
@@ -385,6 +394,9 @@ func (ss *Session) clientToUpstream() error {
 			pr, ok := portals[portal]
 			if !ok {
 				pr = prepared{text: "(portal not known to the gateway)", masked: true}
+			}
+			if pr.epoch != epoch {
+				pr.masked = true
 			}
 			// What this statement drops or redefines is forgotten now,
 			// before any later Bind or Execute of those names passes.
@@ -487,6 +499,9 @@ type prepared struct {
 	// forgets: running it drops or redefines prepared statements or
 	// portals by SQL (see Statement.Forgets).
 	forgets sqlscope.Forget
+	// epoch is the sync point a portal was bound after (see
+	// clientToUpstream).
+	epoch int
 }
 
 // forget drops what the gateway knows of the statements and portals f
