@@ -727,8 +727,10 @@ func TestStatementsTheGatewayDidNotParse(t *testing.T) {
 func TestPortalReplacedAfterItsTransaction(t *testing.T) {
 	f := newCorpusFixture(t, false)
 	exec(t, f.g.direct(t), `CREATE FUNCTION open_emails(c refcursor) RETURNS refcursor LANGUAGE plpgsql AS
-$$BEGIN OPEN c FOR SELECT email FROM hcp ORDER BY id LIMIT 5; RETURN c; END$$`)
-	f.g.cfg.Roles["analyst"].Functions = []string{"public.open_emails"}
+$$BEGIN OPEN c FOR SELECT email FROM hcp ORDER BY id LIMIT 5; RETURN c; END$$;
+CREATE FUNCTION reopen_emails(c refcursor) RETURNS text LANGUAGE plpgsql AS
+$$BEGIN EXECUTE format('CLOSE %I', c); OPEN c FOR SELECT email FROM hcp ORDER BY id LIMIT 5; RETURN 'reopened'; END$$`)
+	f.g.cfg.Roles["analyst"].Functions = []string{"public.open_emails", "public.reopen_emails"}
 	c := f.connect(t, testUser, testPassword)
 	if err := c.conn.SyncConn(t.Context()); err != nil {
 		t.Fatal(err)
@@ -790,6 +792,23 @@ $$BEGIN OPEN c FOR SELECT email FROM hcp ORDER BY id LIMIT 5; RETURN c; END$$`)
 	for _, r := range rows {
 		if !bytes.Contains(r, []byte("***@")) {
 			t.Errorf("unmasked row %q", r)
+		}
+	}
+	// Within one batch: the portal is bound, the function closes it and
+	// opens a cursor of that name, then the portal is executed.
+	send(false, &pgproto3.Query{String: "COMMIT"})
+	send(false, &pgproto3.Query{String: "BEGIN"})
+	rows, errs = send(true,
+		&pgproto3.Bind{PreparedStatement: "plain", DestinationPortal: "d"},
+		&pgproto3.Parse{Name: "reopener", Query: "SELECT public.reopen_emails('d')"},
+		&pgproto3.Bind{PreparedStatement: "reopener"}, &pgproto3.Execute{},
+		&pgproto3.Execute{Portal: "d"})
+	if len(errs) > 0 {
+		t.Fatalf("same batch: %v", errs)
+	}
+	for _, r := range rows {
+		if !bytes.Contains(r, []byte("***@")) && strings.Contains(string(r), "@") {
+			t.Errorf("same batch: unmasked row %q", r)
 		}
 	}
 	if l := f.leaks(c.received()); len(l) > 0 {

@@ -71,6 +71,11 @@ func (i *policyInspector) Statement(st *Statement) *Refusal {
 		st.Forgets.Portals = append(st.Forgets.Portals, f.Portals...)
 		st.Forgets.AllStatements = st.Forgets.AllStatements || f.AllStatements
 		st.Forgets.AllPortals = st.Forgets.AllPortals || f.AllPortals
+		if i.restricted && callsOwnFunction(s.Functions) {
+			// A function of the database's own (allowed by the role) may
+			// close and open cursors by name; what it does is not seen.
+			st.Forgets.AllStatements, st.Forgets.AllPortals = true, true
+		}
 		if s.Class == sqlscope.ClassDDL || s.Class == sqlscope.ClassAdmin {
 			// Views and tables may change: the next decision reloads.
 			i.srv.markCatalogStale(i.up.Database)
@@ -259,4 +264,15 @@ func (c *decisionCache) decide(cfg *config.Config, pol *policy.Policy, role, db 
 		c.mu.Unlock()
 	}
 	return d
+}
+
+// callsOwnFunction reports whether fs include a function outside the
+// built-in safe list (one a role's functions setting allows).
+func callsOwnFunction(fs []sqlscope.Function) bool {
+	for _, f := range fs {
+		if f.Schema != "" && f.Schema != "pg_catalog" || f.Shadowable || !policy.SafeFunctions[f.Name] {
+			return true
+		}
+	}
+	return false
 }
