@@ -60,6 +60,11 @@ type Session struct {
 	pending int    // Query, Sync and FunctionCall messages not yet answered by ReadyForQuery
 	runs    []*run // statements in the order the upstream will answer them
 	killed  *Refusal
+	// handedOff: the upstream connection went back for reuse; nothing of
+	// this session (Kill, a cancel) may touch it any more. Set under mu
+	// and cancelMu, which a cancel in flight holds.
+	handedOff bool
+	cancelMu  sync.Mutex
 	// copyIn is set when the upstream entered COPY FROM STDIN and the
 	// client has not yet ended the copy: PostgreSQL ignores Sync and Flush
 	// then, so they are not sync points.
@@ -203,6 +208,19 @@ func (ss *Session) end(err error) {
 	// transaction, with the upstream's stream stopped between messages.
 	reuse := errors.Is(err, errClientTerminate) && errors.Is(ss.upExit, errClientTerminate) &&
 		!busy && killed == nil && !copyIn && ss.upTx == 'I' && ss.ur.Clean() && ss.cfg.Limits.UpstreamIdleMax > 0
+	if reuse {
+		// A Kill or a cancel racing with the end must not reach the
+		// connection once another session may have it.
+		ss.cancelMu.Lock()
+		ss.mu.Lock()
+		if ss.killed != nil {
+			reuse = false
+		} else {
+			ss.handedOff = true
+		}
+		ss.mu.Unlock()
+		ss.cancelMu.Unlock()
+	}
 	reason := "client_closed"
 	switch {
 	case killed != nil:
@@ -242,7 +260,7 @@ func (ss *Session) end(err error) {
 // client gets r, a statement in progress is cancelled upstream.
 func (ss *Session) Kill(r *Refusal) {
 	ss.mu.Lock()
-	if ss.killed != nil {
+	if ss.killed != nil || ss.handedOff {
 		ss.mu.Unlock()
 		return
 	}
@@ -260,7 +278,17 @@ func (ss *Session) Kill(r *Refusal) {
 	ss.up.conn.Close()
 }
 
-func (ss *Session) cancelUpstream() error { return ss.up.cancel() }
+func (ss *Session) cancelUpstream() error {
+	ss.cancelMu.Lock()
+	defer ss.cancelMu.Unlock()
+	ss.mu.Lock()
+	gone := ss.handedOff
+	ss.mu.Unlock()
+	if gone {
+		return nil // the session is over; its upstream serves someone else
+	}
+	return ss.up.cancel()
+}
 
 // sendFatal tells the client why the session ends (best effort).
 func (ss *Session) sendFatal(r *Refusal) {
