@@ -101,10 +101,11 @@ func alive(c net.Conn) bool {
 }
 
 // put resets up in the background and keeps it for key, unless the pool
-// is full, closed or the configuration has changed since gen.
+// is closed or the configuration has changed since gen. The pool keeps at
+// most maxIdle connections in all: the oldest idle one makes room.
 func (p *upstreamPool) put(key string, up *upstreamConn, gen uint64, maxIdle int, timeout time.Duration, now func() time.Time) {
 	p.mu.Lock()
-	if p.closed || gen != p.gen || maxIdle <= 0 || len(p.idle[key]) >= maxIdle {
+	if p.closed || gen != p.gen || maxIdle <= 0 {
 		p.mu.Unlock()
 		up.close()
 		return
@@ -118,15 +119,23 @@ func (p *upstreamPool) put(key string, up *upstreamConn, gen uint64, maxIdle int
 			return
 		}
 		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.closed || gen != p.gen || len(p.idle[key]) >= maxIdle {
+		if p.closed || gen != p.gen {
+			p.mu.Unlock()
 			up.close()
 			return
 		}
 		if p.idle == nil {
 			p.idle = map[string][]*pooledConn{}
 		}
+		var evicted *pooledConn
+		if p.countLocked() >= maxIdle {
+			evicted = p.takeOldestLocked()
+		}
 		p.idle[key] = append(p.idle[key], &pooledConn{up: up, since: now(), gen: gen})
+		p.mu.Unlock()
+		if evicted != nil {
+			evicted.up.close()
+		}
 	}()
 }
 
@@ -190,11 +199,36 @@ func (p *upstreamPool) close() {
 func (p *upstreamPool) count() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.countLocked()
+}
+
+func (p *upstreamPool) countLocked() int {
 	n := 0
 	for _, list := range p.idle {
 		n += len(list)
 	}
 	return n
+}
+
+// takeOldestLocked removes the connection idle longest (each list is in
+// the order connections came back, oldest first).
+func (p *upstreamPool) takeOldestLocked() *pooledConn {
+	var oldKey string
+	var old *pooledConn
+	for k, list := range p.idle {
+		if len(list) > 0 && (old == nil || list[0].since.Before(old.since)) {
+			oldKey, old = k, list[0]
+		}
+	}
+	if old == nil {
+		return nil
+	}
+	if rest := p.idle[oldKey][1:]; len(rest) > 0 {
+		p.idle[oldKey] = rest
+	} else {
+		delete(p.idle, oldKey)
+	}
+	return old
 }
 
 // reset runs DISCARD ALL and reads its answer; anything but a clean,

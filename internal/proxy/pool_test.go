@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -139,5 +140,29 @@ func TestUpstreamReuseOff(t *testing.T) {
 	})
 	if n := g.srv.pool.count(); n != 0 {
 		t.Fatalf("%d connections kept with upstream_idle_max: -1", n)
+	}
+}
+
+// TestUpstreamPoolBound: sessions with ever new startup parameters (here
+// application_name) cannot make the gateway hold more idle backends than
+// upstream_idle_max in all; the oldest make room.
+func TestUpstreamPoolBound(t *testing.T) {
+	g := startGW(t, func(c *config.Config, _ *Options) { c.Limits.UpstreamIdleMax = 3 })
+	for i := range 6 {
+		conn, err := pgconn.Connect(t.Context(), g.url(testUser, testPassword)+"&application_name=app"+strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec(t, conn, "SELECT 1")
+		conn.Close(t.Context())
+		want := min(i+1, 3)
+		waitUntil(t, "the pool to settle", func() bool { return g.srv.pool.count() == want })
+	}
+	d := g.direct(t)
+	waitUntil(t, "evicted backends to end", func() bool {
+		return scalar(t, d, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'app%'") == "3"
+	})
+	if got := scalar(t, d, "SELECT string_agg(application_name, ',' ORDER BY application_name) FROM pg_stat_activity WHERE application_name LIKE 'app%'"); got != "app3,app4,app5" {
+		t.Fatalf("kept %s, want the three newest", got)
 	}
 }
