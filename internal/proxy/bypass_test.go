@@ -587,40 +587,10 @@ func TestStatementsTheGatewayDidNotParse(t *testing.T) {
 	f := newCorpusFixture(t, false)
 	c := f.connect(t, testUser, testPassword)
 	exec(t, c.conn, "PREPARE sqlprep AS SELECT email FROM hcp ORDER BY id LIMIT 5")
-	if err := c.conn.SyncConn(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	hc, err := c.conn.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hc.Conn.Close()
-	fe := pgproto3.NewFrontend(hc.Conn, hc.Conn)
-	roundTrip := func(msgs ...pgproto3.FrontendMessage) (rows [][]byte, errs []string) {
-		for _, m := range msgs {
-			fe.Send(m)
-		}
-		if _, simple := msgs[0].(*pgproto3.Query); !simple {
-			fe.Send(&pgproto3.Sync{})
-		}
-		if err := fe.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		hc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		for {
-			m, err := fe.Receive()
-			if err != nil {
-				t.Fatal(err)
-			}
-			switch m := m.(type) {
-			case *pgproto3.DataRow:
-				rows = append(rows, bytes.Clone(m.Values[0]))
-			case *pgproto3.ErrorResponse:
-				errs = append(errs, m.Code)
-			case *pgproto3.ReadyForQuery:
-				return rows, errs
-			}
-		}
+	send := c.hijack(t)
+	roundTrip := func(msgs ...pgproto3.FrontendMessage) ([][]byte, []string) {
+		_, simple := msgs[0].(*pgproto3.Query)
+		return send(!simple, msgs...)
 	}
 	c.reset()
 	rows, errs := roundTrip(&pgproto3.Bind{PreparedStatement: "sqlprep"}, &pgproto3.Execute{})
@@ -634,7 +604,7 @@ func TestStatementsTheGatewayDidNotParse(t *testing.T) {
 		t.Fatalf("parse: %v", errs)
 	}
 	rows, errs = roundTrip(&pgproto3.Parse{Name: "s", Query: "SELECT lower(email) FROM hcp"})
-	if len(errs) != 1 || errs[0] != "42501" {
+	if len(errs) != 1 || !strings.HasPrefix(errs[0], "42501") {
 		t.Fatalf("refused re-parse: %v", errs)
 	}
 	rows, errs = roundTrip(&pgproto3.Bind{PreparedStatement: "s"}, &pgproto3.Execute{})
@@ -732,41 +702,7 @@ CREATE FUNCTION reopen_emails(c refcursor) RETURNS text LANGUAGE plpgsql AS
 $$BEGIN EXECUTE format('CLOSE %I', c); OPEN c FOR SELECT email FROM hcp ORDER BY id LIMIT 5; RETURN 'reopened'; END$$`)
 	f.g.cfg.Roles["analyst"].Functions = []string{"public.open_emails", "public.reopen_emails"}
 	c := f.connect(t, testUser, testPassword)
-	if err := c.conn.SyncConn(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	hc, err := c.conn.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hc.Conn.Close()
-	fe := pgproto3.NewFrontend(hc.Conn, hc.Conn)
-	send := func(sync bool, msgs ...pgproto3.FrontendMessage) (rows [][]byte, errs []string) {
-		for _, m := range msgs {
-			fe.Send(m)
-		}
-		if sync {
-			fe.Send(&pgproto3.Sync{})
-		}
-		if err := fe.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		hc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		for {
-			m, err := fe.Receive()
-			if err != nil {
-				t.Fatal(err)
-			}
-			switch m := m.(type) {
-			case *pgproto3.DataRow:
-				rows = append(rows, bytes.Clone(m.Values[0]))
-			case *pgproto3.ErrorResponse:
-				errs = append(errs, m.Code+" "+m.Message)
-			case *pgproto3.ReadyForQuery:
-				return rows, errs
-			}
-		}
-	}
+	send := c.hijack(t)
 	steps := []struct {
 		sync bool
 		msgs []pgproto3.FrontendMessage
@@ -813,5 +749,48 @@ $$BEGIN EXECUTE format('CLOSE %I', c); OPEN c FOR SELECT email FROM hcp ORDER BY
 	}
 	if l := f.leaks(c.received()); len(l) > 0 {
 		t.Fatalf("leaked: %q", l)
+	}
+}
+
+// hijack takes the client's connection over for raw protocol messages and
+// returns a function that sends msgs (and a Sync when sync is set) and
+// reads up to ReadyForQuery: the first column of each row, and each
+// error as "SQLSTATE message".
+func (c *client) hijack(t *testing.T) func(sync bool, msgs ...pgproto3.FrontendMessage) ([][]byte, []string) {
+	t.Helper()
+	if err := c.conn.SyncConn(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := c.conn.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hc.Conn.Close() })
+	fe := pgproto3.NewFrontend(hc.Conn, hc.Conn)
+	return func(sync bool, msgs ...pgproto3.FrontendMessage) (rows [][]byte, errs []string) {
+		for _, m := range msgs {
+			fe.Send(m)
+		}
+		if sync {
+			fe.Send(&pgproto3.Sync{})
+		}
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		hc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			m, err := fe.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch m := m.(type) {
+			case *pgproto3.DataRow:
+				rows = append(rows, bytes.Clone(m.Values[0]))
+			case *pgproto3.ErrorResponse:
+				errs = append(errs, m.Code+" "+m.Message)
+			case *pgproto3.ReadyForQuery:
+				return rows, errs
+			}
+		}
 	}
 }
