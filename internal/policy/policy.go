@@ -339,7 +339,7 @@ func (p *Policy) ResultRule(cat sqlscope.Catalog, tableOID uint32, attnum int16)
 		}
 		cols = carried
 	} else if int(attnum) >= 1 && int(attnum) <= len(rel.Columns) {
-		cols = []sqlscope.Column{{Rel: rel.OID, Table: rel.QualifiedName(), Name: rel.Columns[attnum-1]}}
+		cols = []sqlscope.Column{{Rel: rel.OID, Table: rel.QualifiedName(), Name: rel.Columns[attnum-1], Ancestors: rel.AncestorList()}}
 	}
 	rule = allow
 	for _, c := range cols {
@@ -351,15 +351,21 @@ func (p *Policy) ResultRule(cat sqlscope.Catalog, tableOID uint32, attnum int16)
 	return rule, column, true
 }
 
+// columnRule is the role's rule for a column: by the classification of
+// its table, or else of the nearest ancestor (inheritance parent or
+// partitioned table) that classifies a column of that name. A partition
+// of a subject table holds the same people's data.
 func (p *Policy) columnRule(c sqlscope.Column) (config.Rule, string) {
-	s := p.cfg.SubjectFor(p.database, c.Table)
-	if s == nil {
-		return config.Rule{Action: "allow"}, ""
+	for _, t := range append([]string{c.Table}, c.AncestorTables()...) {
+		s := p.cfg.SubjectFor(p.database, t)
+		if s == nil {
+			continue
+		}
+		if _, ok := s.Columns[c.Name]; ok {
+			return p.role.ColumnRule(s, c.Name)
+		}
 	}
-	if _, ok := s.Columns[c.Name]; !ok {
-		return config.Rule{Action: "allow"}, ""
-	}
-	return p.role.ColumnRule(s, c.Name)
+	return config.Rule{Action: "allow"}, ""
 }
 
 func stricter(a, b config.Rule) bool {

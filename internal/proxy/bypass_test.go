@@ -794,3 +794,44 @@ func (c *client) hijack(t *testing.T) func(sync bool, msgs ...pgproto3.FrontendM
 		}
 	}
 }
+
+// TestChildTablesCarryTheClassification: a table that inherits from a
+// subject table, or is a partition of one, holds the same people's data:
+// read directly, its columns are masked and refused as the parent's are.
+func TestChildTablesCarryTheClassification(t *testing.T) {
+	f := newCorpusFixture(t, false)
+	exec(t, f.g.direct(t), `CREATE TABLE hcp_archive () INHERITS (hcp);
+INSERT INTO hcp_archive SELECT * FROM ONLY hcp ORDER BY id LIMIT 20;
+CREATE TABLE hcp_part (LIKE hcp) PARTITION BY RANGE (id);
+CREATE TABLE hcp_part_low PARTITION OF hcp_part FOR VALUES FROM (MINVALUE) TO (1000000);
+CREATE TABLE hcp_part_sub PARTITION OF hcp_part FOR VALUES FROM (1000000) TO (MAXVALUE) PARTITION BY RANGE (id);
+CREATE TABLE hcp_part_sub_1 PARTITION OF hcp_part_sub FOR VALUES FROM (1000000) TO (MAXVALUE);
+INSERT INTO hcp_part SELECT * FROM ONLY hcp ORDER BY id LIMIT 20;
+INSERT INTO hcp_part SELECT id + 1000000, name, name_kana, sex, birth_date, email, institution, institution_address, title, job_type, department, updated_at FROM ONLY hcp ORDER BY id LIMIT 20`)
+	cfg := f.g.cfg
+	cfg.Subjects = append(cfg.Subjects, config.Subject{Database: cfg.Subjects[0].Database, Table: "public.hcp_part", Key: "id",
+		Columns: cfg.Subjects[0].Columns})
+	cfg.Roles["analyst"].Read = append(cfg.Roles["analyst"].Read, "public.hcp_archive", "public.hcp_part", "public.hcp_part_low", "public.hcp_part_sub_1")
+	f.g.srv.markCatalogStale(f.g.db)
+	c := f.connect(t, testUser, testPassword)
+	for _, table := range []string{"hcp_archive", "hcp_part_low", "hcp_part_sub_1", "hcp_part"} {
+		res, err := c.conn.Exec(t.Context(), "SELECT email, name FROM "+table+" ORDER BY id").ReadAll()
+		if err != nil {
+			t.Fatalf("%s: %v", table, err)
+		}
+		if len(res[0].Rows) == 0 {
+			t.Fatalf("%s: no rows", table)
+		}
+		for _, row := range res[0].Rows {
+			if !bytes.Contains(row[0], []byte("***@")) {
+				t.Errorf("%s: e-mail not masked: %q", table, row[0])
+			}
+		}
+		if _, err := c.conn.Exec(t.Context(), "SELECT lower(email) FROM "+table).ReadAll(); sqlState(err) != "42501" {
+			t.Errorf("%s: lower(email) not refused: %v", table, err)
+		}
+	}
+	if l := f.leaks(c.received()); len(l) > 0 {
+		t.Fatalf("leaked: %q", l)
+	}
+}

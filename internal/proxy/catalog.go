@@ -104,6 +104,10 @@ const catalogFunctionsSQL = `SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname NOT IN ('pg_catalog','information_schema')`
 
+// catalogInheritsSQL: which tables inherit from, or are partitions of,
+// which (a child carries its ancestors' classification).
+const catalogInheritsSQL = `SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits`
+
 // LoadCatalog reads an upstream's catalog as the gateway's analysis sees
 // it (for policy check and explain).
 func LoadCatalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*sqlscope.Snapshot, error) {
@@ -122,12 +126,12 @@ func loadCatalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*s
 		return nil, fmt.Errorf("catalog connect: %w", err)
 	}
 	defer pc.Close(context.Background())
-	res := pc.Exec(ctx, catalogRelationsSQL+";"+catalogColumnsSQL+";"+catalogFunctionsSQL)
+	res := pc.Exec(ctx, catalogRelationsSQL+";"+catalogColumnsSQL+";"+catalogFunctionsSQL+";"+catalogInheritsSQL)
 	results, err := res.ReadAll()
 	if err != nil {
 		return nil, fmt.Errorf("catalog query: %w", err)
 	}
-	if len(results) != 3 {
+	if len(results) != 4 {
 		return nil, fmt.Errorf("catalog query: %d results", len(results))
 	}
 	byOID := map[uint32]*sqlscope.Relation{}
@@ -161,6 +165,16 @@ func loadCatalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*s
 	var funcs []string
 	for _, row := range results[2].Rows {
 		funcs = append(funcs, string(row[0]))
+	}
+	for _, row := range results[3].Rows {
+		child, err1 := strconv.ParseUint(string(row[0]), 10, 32)
+		parent, err2 := strconv.ParseUint(string(row[1]), 10, 32)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("catalog query: unexpected pg_inherits row")
+		}
+		if r := byOID[uint32(child)]; r != nil {
+			r.Parents = append(r.Parents, uint32(parent))
+		}
 	}
 	return sqlscope.NewSnapshot(rels, funcs), nil
 }

@@ -88,6 +88,18 @@ type Column struct {
 	Rel   uint32 // the table's OID (0: not in the catalog)
 	Table string // schema.name
 	Name  string
+	// Ancestors are the tables Table inherits from or is a partition of
+	// (schema.name, nearest first, NUL-separated so Column stays
+	// comparable): the column carries their classification too.
+	Ancestors string
+}
+
+// AncestorTables splits Ancestors.
+func (c Column) AncestorTables() []string {
+	if c.Ancestors == "" {
+		return nil
+	}
+	return strings.Split(c.Ancestors, "\x00")
 }
 
 func (c Column) String() string { return c.Table + "." + c.Name }
@@ -1052,7 +1064,7 @@ func (a *analyzer) relationColumns(r *Relation) []srcCol {
 		if c == "" {
 			continue
 		}
-		cols = append(cols, srcCol{name: c, lin: lineage{cols: []Column{{Rel: r.OID, Table: r.QualifiedName(), Name: c}}, plain: true}})
+		cols = append(cols, srcCol{name: c, lin: lineage{cols: []Column{{Rel: r.OID, Table: r.QualifiedName(), Name: c, Ancestors: r.AncestorList()}}, plain: true}})
 	}
 	return cols
 }

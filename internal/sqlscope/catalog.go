@@ -1,6 +1,7 @@
 package sqlscope
 
 import (
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -20,6 +21,12 @@ type Relation struct {
 	// ViewQuery is a view's or materialized view's definition
 	// (pg_get_viewdef).
 	ViewQuery string
+	// Parents are the tables this one inherits from or is a partition of
+	// (pg_inherits); Ancestors are their qualified names and theirs,
+	// nearest first (set by NewSnapshot). A child's rows are its
+	// ancestors' kind of rows: it carries their classification.
+	Parents   []uint32
+	Ancestors []string
 
 	viewOnce sync.Once
 	view     *viewShape
@@ -32,6 +39,9 @@ func (r *Relation) IsView() bool { return r.Kind == 'v' || r.Kind == 'm' && r.Vi
 
 // QualifiedName is schema.name.
 func (r *Relation) QualifiedName() string { return r.Schema + "." + r.Name }
+
+// AncestorList is Ancestors as Column.Ancestors holds them.
+func (r *Relation) AncestorList() string { return strings.Join(r.Ancestors, "\x00") }
 
 // viewShape is what a view's output columns carry, from analysing its
 // definition.
@@ -80,7 +90,29 @@ func NewSnapshot(rels []*Relation, userFunctions []string) *Snapshot {
 	for _, f := range userFunctions {
 		s.functions[f] = true
 	}
+	for _, r := range rels {
+		r.Ancestors = s.ancestors(r)
+	}
 	return s
+}
+
+// ancestors walks pg_inherits upwards, breadth first, each once.
+func (s *Snapshot) ancestors(r *Relation) []string {
+	var out []string
+	seen := map[uint32]bool{r.OID: true}
+	queue := slices.Clone(r.Parents)
+	for len(queue) > 0 && len(out) < 1000 {
+		oid := queue[0]
+		queue = queue[1:]
+		p := s.byOID[oid]
+		if p == nil || seen[oid] {
+			continue
+		}
+		seen[oid] = true
+		out = append(out, p.QualifiedName())
+		queue = append(queue, p.Parents...)
+	}
+	return out
 }
 
 // Relations implements Catalog.
