@@ -1,21 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,20 +14,13 @@ import (
 
 	"github.com/sekisho/sekisho/internal/admin"
 	"github.com/sekisho/sekisho/internal/audit"
+	"github.com/sekisho/sekisho/internal/client"
 	"github.com/sekisho/sekisho/internal/pki"
-	"github.com/sekisho/sekisho/internal/proxy"
 	"github.com/sekisho/sekisho/internal/store"
 )
 
 // Managed devices: enroll runs on the device (its key never leaves it);
 // list, approve and revoke are the administrator's, on the gateway host.
-
-func defaultDeviceDir() string {
-	if d, err := os.UserConfigDir(); err == nil {
-		return filepath.Join(d, "sekisho", "device")
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("sekisho-device-%d", os.Getuid()))
-}
 
 func cmdDevice(args []string) error {
 	if len(args) == 0 {
@@ -45,7 +28,7 @@ func cmdDevice(args []string) error {
 	}
 	switch args[0] {
 	case "enroll":
-		return cmdDeviceEnroll(args[1:])
+		return client.DeviceEnroll(args[1:])
 	case "list":
 		return cmdDeviceList(args[1:])
 	case "approve":
@@ -54,123 +37,6 @@ func cmdDevice(args []string) error {
 		return cmdDeviceDecide(args[1:], false)
 	}
 	return usageError{fmt.Sprintf("device: unknown subcommand %q", args[0])}
-}
-
-func cmdDeviceEnroll(args []string) error {
-	fs := flag.NewFlagSet("device enroll", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	server := fs.String("url", "", "the gateway's login API, https://HOST:PORT")
-	user := fs.String("user", os.Getenv("USER"), "account name")
-	name := fs.String("name", "", "a name for this device (for example the asset tag)")
-	caFile := fs.String("ca", "", "CA certificate of the gateway's listener")
-	dir := fs.String("device-dir", defaultDeviceDir(), "where the device key and certificate are kept")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
-	}
-	if *server == "" || *name == "" {
-		return usageError{"device enroll: --url and --name are required"}
-	}
-	if err := os.MkdirAll(*dir, 0o700); err != nil {
-		return err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return err
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	client, err := httpClient(*caFile)
-	if err != nil {
-		return err
-	}
-	body, _ := json.Marshal(proxy.DeviceEnrolRequest{User: *user, Name: *name, PublicKey: base64.StdEncoding.EncodeToString(pub)})
-	var resp proxy.DeviceResponse
-	if err := postJSON(client, strings.TrimSuffix(*server, "/")+"/v1/devices", body, &resp); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(*dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		return err
-	}
-	_ = os.Remove(filepath.Join(*dir, "cert.pem"))
-	if err := os.WriteFile(filepath.Join(*dir, "device.json"), mustJSON(map[string]string{"id": resp.ID, "url": *server, "user": *user}), 0o600); err != nil {
-		return err
-	}
-	fmt.Printf("device %s enrolled for %s; waiting for approval\nkey fingerprint: %s\n", resp.ID, *user, resp.Fingerprint)
-	fmt.Printf("ask your administrator to check the fingerprint and run: sekisho device approve %s\n", resp.ID)
-	return nil
-}
-
-func mustJSON(v any) []byte {
-	b, _ := json.MarshalIndent(v, "", "  ")
-	return b
-}
-
-func postJSON(client *http.Client, url string, body []byte, out *proxy.DeviceResponse) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return hintError{err, "check --url (the gateway's login.address) and --ca"}
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(out); err != nil {
-		return fmt.Errorf("unexpected answer (HTTP %d)", resp.StatusCode)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return hintError{errors.New(out.Error), out.Hint}
-	}
-	return nil
-}
-
-// deviceCertificate returns this machine's device client certificate,
-// fetching it from the gateway once the device was approved; ok is false
-// when the machine has no enrolled device.
-func deviceCertificate(dir string, client *http.Client) (cert tls.Certificate, id string, ok bool, err error) {
-	meta, err := os.ReadFile(filepath.Join(dir, "device.json"))
-	if err != nil {
-		return tls.Certificate{}, "", false, nil
-	}
-	var m map[string]string
-	if err := json.Unmarshal(meta, &m); err != nil {
-		return tls.Certificate{}, "", false, fmt.Errorf("%s: %w", dir, err)
-	}
-	id = m["id"]
-	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if _, err := os.Stat(certPath); err != nil && client != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(m["url"], "/")+"/v1/devices/"+id, nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			return tls.Certificate{}, id, true, err
-		}
-		var dr proxy.DeviceResponse
-		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&dr)
-		resp.Body.Close()
-		if dr.Status != store.DeviceApproved || dr.Certificate == "" {
-			return tls.Certificate{}, id, true, hintError{fmt.Errorf("device %s is %s", id, orUnknown(dr.Status)), "ask your administrator to approve it: sekisho device approve " + id}
-		}
-		if err := os.WriteFile(certPath, []byte(dr.Certificate), 0o600); err != nil {
-			return tls.Certificate{}, id, true, err
-		}
-	}
-	cert, err = tls.LoadX509KeyPair(certPath, keyPath)
-	return cert, id, true, err
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "unknown to the gateway"
-	}
-	return s
 }
 
 func cmdDeviceList(args []string) error {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/sekisho/sekisho/internal/client"
 	"github.com/sekisho/sekisho/internal/identity"
 	"github.com/sekisho/sekisho/internal/pglocal"
 	"github.com/sekisho/sekisho/internal/pgtest"
@@ -122,7 +123,7 @@ upstreams:
 
 	// The credential copied to another machine: without the device's key
 	// it is refused, and so it is from another approved device.
-	var saved savedCredential
+	var saved client.SavedCredential
 	b, _ := os.ReadFile(cred)
 	if err := json.Unmarshal(b, &saved); err != nil {
 		t.Fatal(err)
@@ -130,7 +131,7 @@ upstreams:
 	stolen := saved
 	stolen.DeviceCert, stolen.DeviceKey = "", ""
 	stolenFile := filepath.Join(tmp, "stolen.json")
-	if err := writeCredential(stolenFile, stolen); err != nil {
+	if err := client.WriteCredential(stolenFile, stolen); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := psql(stolenFile); err == nil || !strings.Contains(out, "password authentication failed") {
@@ -140,11 +141,11 @@ upstreams:
 	if out, err := run("", "device", "approve", otherID, "--config", cfgPath); err != nil {
 		t.Fatalf("approve: %v\n%s", err, out)
 	}
-	if _, _, _, err := deviceCertificate(other, mustClient(t, ca)); err != nil {
+	if _, _, _, err := client.DeviceCertificate(other, mustClient(t, ca)); err != nil {
 		t.Fatal(err)
 	}
 	stolen.DeviceCert, stolen.DeviceKey = filepath.Join(other, "cert.pem"), filepath.Join(other, "key.pem")
-	if err := writeCredential(stolenFile, stolen); err != nil {
+	if err := client.WriteCredential(stolenFile, stolen); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := psql(stolenFile); err == nil || !strings.Contains(out, "password authentication failed") {
@@ -192,7 +193,7 @@ upstreams:
 }
 
 func mustClient(t *testing.T, ca string) *http.Client {
-	c, err := httpClient(ca)
+	c, err := client.HTTPClient(ca)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/sekisho/sekisho/internal/client"
 )
 
 const usage = `sekisho: a zero-trust gateway for PostgreSQL databases of personal and medical data
@@ -62,6 +64,9 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
+// Usage marks a command-line mistake for the exit code.
+func (usageError) Usage() bool { return true }
+
 // hintError carries a hint for the user.
 type hintError struct {
 	err  error
@@ -70,6 +75,9 @@ type hintError struct {
 
 func (e hintError) Error() string { return e.err.Error() }
 func (e hintError) Unwrap() error { return e.err }
+
+// Hint is what the user can do about the error.
+func (e hintError) Hint() string { return e.hint }
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -97,13 +105,13 @@ func run(args []string) int {
 	case "breakglass":
 		err = cmdBreakGlass(args[1:])
 	case "login":
-		err = cmdLogin(args[1:])
+		err = client.Login(args[1:])
 	case "device":
 		err = cmdDevice(args[1:])
 	case "psql":
-		err = cmdPsql(args[1:])
+		err = client.Psql(args[1:])
 	case "tunnel":
-		err = cmdTunnel(args[1:])
+		err = client.Tunnel(args[1:])
 	case "version":
 		fmt.Println("sekisho", version)
 	case "help", "-h", "--help":
@@ -121,12 +129,14 @@ func report(err error) int {
 		return 0
 	}
 	fmt.Fprintf(os.Stderr, "sekisho: error: %v\n", err)
-	var he hintError
-	if errors.As(err, &he) && he.hint != "" {
-		fmt.Fprintf(os.Stderr, "sekisho: hint: %s\n", he.hint)
+	// Errors of this package and of internal/client say the same two
+	// things: a hint, and whether the command line was wrong.
+	var he interface{ Hint() string }
+	if errors.As(err, &he) && he.Hint() != "" {
+		fmt.Fprintf(os.Stderr, "sekisho: hint: %s\n", he.Hint())
 	}
-	var ue usageError
-	if errors.As(err, &ue) {
+	var ue interface{ Usage() bool }
+	if errors.As(err, &ue) && ue.Usage() {
 		fmt.Fprint(os.Stderr, "sekisho: hint: run 'sekisho help' for usage\n")
 		return 2
 	}

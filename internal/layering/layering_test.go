@@ -29,7 +29,9 @@ var allowed = map[string][]string{
 	"internal/oidctest": {},
 	"internal/demodata": {},
 	"internal/identity": {"internal/audit", "internal/store"},
-	"internal/proxy":    {"internal/wire", "internal/audit", "internal/config", "internal/identity", "internal/pki", "internal/sqlscope", "internal/store", "internal/policy", "internal/mask"},
+	"internal/loginapi": {},
+	"internal/client":   {"internal/loginapi", "internal/wire"},
+	"internal/proxy":    {"internal/wire", "internal/audit", "internal/config", "internal/identity", "internal/pki", "internal/sqlscope", "internal/store", "internal/policy", "internal/mask", "internal/loginapi"},
 	"internal/admin":    {"internal/audit", "internal/proxy", "internal/store"},
 	"internal/alert":    {"internal/audit"},
 }

@@ -15,6 +15,7 @@ import (
 	"net/http"
 
 	"github.com/sekisho/sekisho/internal/audit"
+	"github.com/sekisho/sekisho/internal/loginapi"
 	"github.com/sekisho/sekisho/internal/pki"
 	"github.com/sekisho/sekisho/internal/store"
 )
@@ -29,22 +30,11 @@ import (
 // maxPendingDevices bounds the enrolment requests a user may have waiting.
 const maxPendingDevices = 3
 
-// DeviceEnrolRequest is the body of POST /v1/devices.
-type DeviceEnrolRequest struct {
-	User      string `json:"user"`
-	Name      string `json:"name"`
-	PublicKey string `json:"public_key"` // PKIX DER, base64
-}
+// DeviceEnrolRequest is loginapi.DeviceEnrolRequest.
+type DeviceEnrolRequest = loginapi.DeviceEnrolRequest
 
-// DeviceResponse describes a device to the device itself.
-type DeviceResponse struct {
-	ID          string `json:"id,omitempty"`
-	Status      string `json:"status,omitempty"`
-	Fingerprint string `json:"fingerprint,omitempty"`
-	Certificate string `json:"certificate,omitempty"` // PEM, once approved
-	Error       string `json:"error,omitempty"`
-	Hint        string `json:"hint,omitempty"`
-}
+// DeviceResponse is loginapi.DeviceResponse.
+type DeviceResponse = loginapi.DeviceResponse
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

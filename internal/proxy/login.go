@@ -17,6 +17,7 @@ import (
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/identity"
+	"github.com/sekisho/sekisho/internal/loginapi"
 	"github.com/sekisho/sekisho/internal/store"
 )
 
@@ -25,29 +26,11 @@ import (
 // password of their PostgreSQL connections (sekisho psql, sekisho tunnel).
 // The gateway keeps only the credential's SCRAM keys.
 
-// LoginRequest is the body of POST /v1/login.
-type LoginRequest struct {
-	User     string `json:"user"`
-	Password string `json:"password"`
-	TOTP     string `json:"totp"`
-	// Lifetime asks for a shorter credential than the default ("2h").
-	Lifetime string `json:"lifetime,omitempty"`
-}
+// LoginRequest is loginapi.LoginRequest.
+type LoginRequest = loginapi.LoginRequest
 
-// LoginResponse is the answer: a credential, or an error with a hint.
-type LoginResponse struct {
-	User       string    `json:"user,omitempty"`
-	Role       string    `json:"role,omitempty"`
-	Credential string    `json:"credential,omitempty"`
-	Expires    time.Time `json:"expires,omitzero"`
-	// Port is the gateway's PostgreSQL port, for clients that log in and
-	// then connect.
-	Port int `json:"port,omitempty"`
-	// Pending: a single sign-on is still in progress (ask again).
-	Pending bool   `json:"pending,omitempty"`
-	Error   string `json:"error,omitempty"`
-	Hint    string `json:"hint,omitempty"`
-}
+// LoginResponse is loginapi.LoginResponse.
+type LoginResponse = loginapi.LoginResponse
 
 // ServeLogin serves the login API on ln (HTTPS with the listener's
 // certificate; plain HTTP only when the gateway has no TLS, which the

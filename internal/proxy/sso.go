@@ -23,6 +23,7 @@ import (
 
 	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/loginapi"
 	"github.com/sekisho/sekisho/internal/store"
 )
 
@@ -38,32 +39,14 @@ import (
 // the handle (POST /v1/sso/wait). The credential never goes through the
 // browser.
 
-// SSOStartRequest is the body of POST /v1/sso/start.
-type SSOStartRequest struct {
-	// Flow is "browser" (authorization code with PKCE) or "device"
-	// (device authorization grant, for terminals without a browser).
-	Flow     string `json:"flow"`
-	Lifetime string `json:"lifetime,omitempty"`
-}
+// SSOStartRequest is loginapi.SSOStartRequest.
+type SSOStartRequest = loginapi.SSOStartRequest
 
-// SSOStartResponse says where the person signs in.
-type SSOStartResponse struct {
-	Handle string `json:"handle,omitempty"`
-	// URL is the IdP page to open (browser flow), or the verification
-	// page with the code filled in (device flow).
-	URL string `json:"url,omitempty"`
-	// UserCode and VerificationURI: the device flow's code and page.
-	UserCode        string    `json:"user_code,omitempty"`
-	VerificationURI string    `json:"verification_uri,omitempty"`
-	Expires         time.Time `json:"expires,omitzero"`
-	Error           string    `json:"error,omitempty"`
-	Hint            string    `json:"hint,omitempty"`
-}
+// SSOStartResponse is loginapi.SSOStartResponse.
+type SSOStartResponse = loginapi.SSOStartResponse
 
-// SSOWaitRequest is the body of POST /v1/sso/wait.
-type SSOWaitRequest struct {
-	Handle string `json:"handle"`
-}
+// SSOWaitRequest is loginapi.SSOWaitRequest.
+type SSOWaitRequest = loginapi.SSOWaitRequest
 
 const (
 	ssoPendingTTL   = 10 * time.Minute

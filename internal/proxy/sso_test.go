@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/loginapi"
 	"github.com/sekisho/sekisho/internal/oidctest"
+	"github.com/sekisho/sekisho/internal/store"
 )
 
 func withSSO(idp *oidctest.IdP, secretFile string) gwOption {
@@ -134,3 +136,11 @@ func TestSSONotConfigured(t *testing.T) {
 }
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+// The client reads device states by the login API's names, which are the
+// state store's.
+func TestLoginAPIDeviceStatus(t *testing.T) {
+	if loginapi.DeviceApproved != store.DeviceApproved {
+		t.Fatalf("loginapi.DeviceApproved %q, store.DeviceApproved %q", loginapi.DeviceApproved, store.DeviceApproved)
+	}
+}

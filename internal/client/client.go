@@ -1,12 +1,17 @@
-package main
+package client
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,7 +32,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"golang.org/x/term"
 
-	"github.com/sekisho/sekisho/internal/proxy"
+	"github.com/sekisho/sekisho/internal/loginapi"
 	"github.com/sekisho/sekisho/internal/wire"
 )
 
@@ -37,8 +42,8 @@ import (
 // per-session runtime directory when there is one (a tmpfs that logout
 // clears), and is useless after it expires (8 hours by default).
 
-// savedCredential is what sekisho login keeps.
-type savedCredential struct {
+// SavedCredential is what sekisho login keeps.
+type SavedCredential struct {
 	Host       string    `json:"host"`
 	Port       int       `json:"port"`
 	User       string    `json:"user"`
@@ -62,7 +67,7 @@ func defaultCredentialFile() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("sekisho-%d", os.Getuid()), "credential.json")
 }
 
-func cmdLogin(args []string) error {
+func Login(args []string) error {
 	fs := flag.NewFlagSet("login", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	server := fs.String("url", "", "the gateway's login API, https://HOST:PORT")
@@ -109,13 +114,13 @@ func cmdLogin(args []string) error {
 			return err
 		}
 	}
-	client, err := httpClient(*caFile)
+	client, err := HTTPClient(*caFile)
 	if err != nil {
 		return err
 	}
 	// From a managed device the login presents its certificate, and the
 	// credential is bound to the device.
-	devCert, devID, enrolled, derr := deviceCertificate(*deviceDir, client)
+	devCert, devID, enrolled, derr := DeviceCertificate(*deviceDir, client)
 	usingDevice := enrolled && derr == nil
 	if enrolled && derr != nil {
 		fmt.Fprintf(os.Stderr, "sekisho: warning: logging in without this machine's device certificate: %v\n", derr)
@@ -123,20 +128,20 @@ func cmdLogin(args []string) error {
 	if usingDevice {
 		// A new client: the certificate must be on a new TLS connection,
 		// not on the one that fetched it.
-		if client, err = httpClient(*caFile); err != nil {
+		if client, err = HTTPClient(*caFile); err != nil {
 			return err
 		}
 		client.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{devCert}
 	}
 	base := strings.TrimSuffix(u.String(), "/")
-	var lr proxy.LoginResponse
+	var lr loginapi.LoginResponse
 	if *sso {
 		if lr, err = ssoLogin(client, base, *deviceCode, *lifetime); err != nil {
 			return err
 		}
 	} else {
 		var status int
-		status, err = loginPost(client, base+"/v1/login", proxy.LoginRequest{User: *user, Password: password, TOTP: code, Lifetime: *lifetime}, &lr, 30*time.Second)
+		status, err = loginPost(client, base+"/v1/login", loginapi.LoginRequest{User: *user, Password: password, TOTP: code, Lifetime: *lifetime}, &lr, 30*time.Second)
 		if err != nil {
 			return err
 		}
@@ -148,13 +153,13 @@ func cmdLogin(args []string) error {
 	if *caFile != "" {
 		abs, _ = filepath.Abs(*caFile)
 	}
-	saved := savedCredential{Host: u.Hostname(), Port: lr.Port, User: lr.User, Credential: lr.Credential, Expires: lr.Expires, CAFile: abs}
+	saved := SavedCredential{Host: u.Hostname(), Port: lr.Port, User: lr.User, Credential: lr.Credential, Expires: lr.Expires, CAFile: abs}
 	if usingDevice {
 		d, _ := filepath.Abs(*deviceDir)
 		saved.DeviceCert, saved.DeviceKey = filepath.Join(d, "cert.pem"), filepath.Join(d, "key.pem")
 		fmt.Printf("the credential is bound to device %s\n", devID)
 	}
-	if err := writeCredential(*credFile, saved); err != nil {
+	if err := WriteCredential(*credFile, saved); err != nil {
 		return err
 	}
 	fmt.Printf("logged in as %s (role %s) until %s\nuse 'sekisho psql' or 'sekisho tunnel' to connect\n", lr.User, lr.Role, lr.Expires.Local().Format("2006-01-02 15:04 MST"))
@@ -183,18 +188,18 @@ func loginPost(client *http.Client, url string, v, out any, timeout time.Duratio
 // gateway starts the sign-in and gives a handle; the person signs in
 // (browser, or a code on another device); the handle collects the
 // credential, which never passes through the browser.
-func ssoLogin(client *http.Client, base string, deviceCode bool, lifetime string) (proxy.LoginResponse, error) {
+func ssoLogin(client *http.Client, base string, deviceCode bool, lifetime string) (loginapi.LoginResponse, error) {
 	flow := "browser"
 	if deviceCode {
 		flow = "device"
 	}
-	var start proxy.SSOStartResponse
-	status, err := loginPost(client, base+"/v1/sso/start", proxy.SSOStartRequest{Flow: flow, Lifetime: lifetime}, &start, 30*time.Second)
+	var start loginapi.SSOStartResponse
+	status, err := loginPost(client, base+"/v1/sso/start", loginapi.SSOStartRequest{Flow: flow, Lifetime: lifetime}, &start, 30*time.Second)
 	if err != nil {
-		return proxy.LoginResponse{}, err
+		return loginapi.LoginResponse{}, err
 	}
 	if status != http.StatusOK {
-		return proxy.LoginResponse{}, hintError{errors.New("login: " + start.Error), start.Hint}
+		return loginapi.LoginResponse{}, hintError{errors.New("login: " + start.Error), start.Hint}
 	}
 	if deviceCode {
 		fmt.Printf("To sign in, open %s on any device and enter the code %s\n", start.VerificationURI, start.UserCode)
@@ -207,8 +212,8 @@ func ssoLogin(client *http.Client, base string, deviceCode bool, lifetime string
 	}
 	fmt.Printf("waiting for the sign-in (until %s) ...\n", start.Expires.Local().Format("15:04"))
 	for {
-		var lr proxy.LoginResponse
-		status, err := loginPost(client, base+"/v1/sso/wait", proxy.SSOWaitRequest{Handle: start.Handle}, &lr, 60*time.Second)
+		var lr loginapi.LoginResponse
+		status, err := loginPost(client, base+"/v1/sso/wait", loginapi.SSOWaitRequest{Handle: start.Handle}, &lr, 60*time.Second)
 		if err != nil {
 			return lr, err
 		}
@@ -252,7 +257,7 @@ func prompt(label string, echo bool) (string, error) {
 	return strings.TrimRight(line, "\r\n"), nil
 }
 
-func httpClient(caFile string) (*http.Client, error) {
+func HTTPClient(caFile string) (*http.Client, error) {
 	pool, err := caPool(caFile)
 	if err != nil {
 		return nil, err
@@ -279,7 +284,7 @@ func caPool(caFile string) (*x509.CertPool, error) {
 
 // tlsConfig is how the tunnel reaches the gateway with c: its CA, and the
 // device certificate the credential is bound to.
-func (c savedCredential) tlsConfig() (*tls.Config, error) {
+func (c SavedCredential) tlsConfig() (*tls.Config, error) {
 	pool, err := caPool(c.CAFile)
 	if err != nil {
 		return nil, err
@@ -295,7 +300,7 @@ func (c savedCredential) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
-func writeCredential(path string, c savedCredential) error {
+func WriteCredential(path string, c SavedCredential) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
@@ -308,8 +313,8 @@ func writeCredential(path string, c savedCredential) error {
 }
 
 // readCredential loads the saved credential, refusing one that expired.
-func readCredential(path string) (savedCredential, error) {
-	var c savedCredential
+func readCredential(path string) (SavedCredential, error) {
+	var c SavedCredential
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return c, hintError{errors.New("no access credential: log in first"), "run 'sekisho login --url https://GATEWAY:PORT'"}
@@ -324,7 +329,7 @@ func readCredential(path string) (savedCredential, error) {
 }
 
 // credentialEnv is the libpq environment for connecting with c.
-func credentialEnv(c savedCredential) []string {
+func credentialEnv(c SavedCredential) []string {
 	env := []string{"PGHOST=" + c.Host, "PGPORT=" + strconv.Itoa(c.Port), "PGUSER=" + c.User,
 		"PGPASSWORD=" + c.Credential, "PGSSLMODE=verify-full"}
 	if c.CAFile != "" {
@@ -336,8 +341,8 @@ func credentialEnv(c savedCredential) []string {
 	return env
 }
 
-// cmdPsql runs psql with the credential in its environment only.
-func cmdPsql(args []string) error {
+// Psql runs psql with the credential in its environment only.
+func Psql(args []string) error {
 	credFile := defaultCredentialFile()
 	if len(args) >= 2 && args[0] == "--credential-file" {
 		credFile, args = args[1], args[2:]
@@ -380,11 +385,11 @@ func filteredEnv() []string {
 	return out
 }
 
-// cmdTunnel listens on a local port for GUI tools: each local connection
+// Tunnel listens on a local port for GUI tools: each local connection
 // is authenticated to the gateway with the credential and then relayed.
 // Only this user's processes should reach the port, so it listens on
 // loopback only.
-func cmdTunnel(args []string) error {
+func Tunnel(args []string) error {
 	fs := flag.NewFlagSet("tunnel", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	listen := fs.String("listen", "127.0.0.1:15432", "local address (loopback only)")
@@ -424,7 +429,7 @@ func cmdTunnel(args []string) error {
 
 // tunnelConn serves one local client: startup, then an authenticated
 // connection to the gateway, then bytes both ways.
-func tunnelConn(local net.Conn, c savedCredential) {
+func tunnelConn(local net.Conn, c SavedCredential) {
 	defer local.Close()
 	_ = local.SetDeadline(time.Now().Add(30 * time.Second))
 	var sm *pgproto3.StartupMessage
@@ -518,7 +523,7 @@ func tunnelConn(local net.Conn, c savedCredential) {
 }
 
 // tunnelCancel passes a CancelRequest on to the gateway (over TLS).
-func tunnelCancel(m *pgproto3.CancelRequest, c savedCredential) {
+func tunnelCancel(m *pgproto3.CancelRequest, c SavedCredential) {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	raw, err := d.Dial("tcp", net.JoinHostPort(c.Host, strconv.Itoa(c.Port)))
 	if err != nil {
@@ -544,4 +549,135 @@ func tunnelCancel(m *pgproto3.CancelRequest, c savedCredential) {
 	b, _ := m.Encode(nil)
 	_, _ = conn.Write(b)
 	_, _ = io.Copy(io.Discard, conn)
+}
+
+// Managed devices: enroll runs on the device (its key never leaves it).
+
+func defaultDeviceDir() string {
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "sekisho", "device")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("sekisho-device-%d", os.Getuid()))
+}
+
+func DeviceEnroll(args []string) error {
+	fs := flag.NewFlagSet("device enroll", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	server := fs.String("url", "", "the gateway's login API, https://HOST:PORT")
+	user := fs.String("user", os.Getenv("USER"), "account name")
+	name := fs.String("name", "", "a name for this device (for example the asset tag)")
+	caFile := fs.String("ca", "", "CA certificate of the gateway's listener")
+	dir := fs.String("device-dir", defaultDeviceDir(), "where the device key and certificate are kept")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *server == "" || *name == "" {
+		return usageError{"device enroll: --url and --name are required"}
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	client, err := HTTPClient(*caFile)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(loginapi.DeviceEnrolRequest{User: *user, Name: *name, PublicKey: base64.StdEncoding.EncodeToString(pub)})
+	var resp loginapi.DeviceResponse
+	if err := postJSON(client, strings.TrimSuffix(*server, "/")+"/v1/devices", body, &resp); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(*dir, "cert.pem"))
+	if err := os.WriteFile(filepath.Join(*dir, "device.json"), mustJSON(map[string]string{"id": resp.ID, "url": *server, "user": *user}), 0o600); err != nil {
+		return err
+	}
+	fmt.Printf("device %s enrolled for %s; waiting for approval\nkey fingerprint: %s\n", resp.ID, *user, resp.Fingerprint)
+	fmt.Printf("ask your administrator to check the fingerprint and run: sekisho device approve %s\n", resp.ID)
+	return nil
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	return b
+}
+
+func postJSON(client *http.Client, url string, body []byte, out *loginapi.DeviceResponse) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return hintError{err, "check --url (the gateway's login.address) and --ca"}
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(out); err != nil {
+		return fmt.Errorf("unexpected answer (HTTP %d)", resp.StatusCode)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return hintError{errors.New(out.Error), out.Hint}
+	}
+	return nil
+}
+
+// DeviceCertificate returns this machine's device client certificate,
+// fetching it from the gateway once the device was approved; ok is false
+// when the machine has no enrolled device.
+func DeviceCertificate(dir string, client *http.Client) (cert tls.Certificate, id string, ok bool, err error) {
+	meta, err := os.ReadFile(filepath.Join(dir, "device.json"))
+	if err != nil {
+		return tls.Certificate{}, "", false, nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal(meta, &m); err != nil {
+		return tls.Certificate{}, "", false, fmt.Errorf("%s: %w", dir, err)
+	}
+	id = m["id"]
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if _, err := os.Stat(certPath); err != nil && client != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(m["url"], "/")+"/v1/devices/"+id, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return tls.Certificate{}, id, true, err
+		}
+		var dr loginapi.DeviceResponse
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&dr)
+		resp.Body.Close()
+		if dr.Status != loginapi.DeviceApproved || dr.Certificate == "" {
+			return tls.Certificate{}, id, true, hintError{fmt.Errorf("device %s is %s", id, orUnknown(dr.Status)), "ask your administrator to approve it: sekisho device approve " + id}
+		}
+		if err := os.WriteFile(certPath, []byte(dr.Certificate), 0o600); err != nil {
+			return tls.Certificate{}, id, true, err
+		}
+	}
+	cert, err = tls.LoadX509KeyPair(certPath, keyPath)
+	return cert, id, true, err
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown to the gateway"
+	}
+	return s
+}
+
+func isLoopbackHost(h string) bool {
+	ip := net.ParseIP(h)
+	return h == "localhost" || ip != nil && ip.IsLoopback()
 }
