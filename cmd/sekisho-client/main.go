@@ -7,7 +7,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -54,17 +53,5 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "sekisho-client: error: unknown command %q\n%s", args[0], usage)
 		return 2
 	}
-	if err == nil {
-		return 0
-	}
-	fmt.Fprintf(os.Stderr, "sekisho-client: error: %v\n", err)
-	var he interface{ Hint() string }
-	if errors.As(err, &he) && he.Hint() != "" {
-		fmt.Fprintf(os.Stderr, "sekisho-client: hint: %s\n", he.Hint())
-	}
-	var ue interface{ Usage() bool }
-	if errors.As(err, &ue) && ue.Usage() {
-		return 2
-	}
-	return 1
+	return client.Report(os.Stderr, "sekisho-client", err)
 }

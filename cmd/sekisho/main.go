@@ -13,7 +13,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -64,7 +63,7 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-// Usage marks a command-line mistake for the exit code.
+// Usage marks a command-line mistake (see client.Report).
 func (usageError) Usage() bool { return true }
 
 // hintError carries a hint for the user.
@@ -76,7 +75,7 @@ type hintError struct {
 func (e hintError) Error() string { return e.err.Error() }
 func (e hintError) Unwrap() error { return e.err }
 
-// Hint is what the user can do about the error.
+// Hint is what the user can do about the error (see client.Report).
 func (e hintError) Hint() string { return e.hint }
 
 func main() {
@@ -124,21 +123,4 @@ func run(args []string) int {
 
 const version = "0.1.0-dev"
 
-func report(err error) int {
-	if err == nil {
-		return 0
-	}
-	fmt.Fprintf(os.Stderr, "sekisho: error: %v\n", err)
-	// Errors of this package and of internal/client say the same two
-	// things: a hint, and whether the command line was wrong.
-	var he interface{ Hint() string }
-	if errors.As(err, &he) && he.Hint() != "" {
-		fmt.Fprintf(os.Stderr, "sekisho: hint: %s\n", he.Hint())
-	}
-	var ue interface{ Usage() bool }
-	if errors.As(err, &ue) && ue.Usage() {
-		fmt.Fprint(os.Stderr, "sekisho: hint: run 'sekisho help' for usage\n")
-		return 2
-	}
-	return 1
-}
+func report(err error) int { return client.Report(os.Stderr, "sekisho", err) }
