@@ -89,7 +89,7 @@ var StatementClasses = []string{"read", "write", "ddl", "admin", "copy", "transa
 
 // Features are dangerous capabilities a role may be allowed by name.
 var Features = []string{"copy_program", "copy_file", "set_role", "alter_system", "security_setting", "do",
-	"create_function", "load", "catalog_values", "foreign_data"}
+	"create_function", "load", "catalog_values", "foreign_data", "listen"}
 
 func (c *Config) compileSubjects() []error {
 	var errs []error

@@ -76,6 +76,8 @@ func TestDecide(t *testing.T) {
 		{"analyst one refusal refuses all", "analyst", "SELECT 1; SELECT lower(email) FROM hcp", "masked_expression", false},
 		{"analyst view masked", "analyst", "SELECT email FROM v", "table_read", false},
 		{"analyst fetch is masked", "analyst", "FETCH 10 FROM c", "", true},
+		{"analyst may not listen", "analyst", "LISTEN hcp_changes", "feature", false},
+		{"admin may listen", "admin", "LISTEN hcp_changes", "", false},
 		{"filterer may filter", "filterer", "SELECT id FROM hcp WHERE email LIKE 'a%' ORDER BY email", "", false},
 		{"filterer may not transform", "filterer", "SELECT id FROM hcp WHERE lower(email) = 'a'", "masked_expression", false},
 		{"filterer reads view masked", "filterer", "SELECT email FROM v", "", true},

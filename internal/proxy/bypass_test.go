@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -831,6 +832,26 @@ INSERT INTO hcp_part SELECT id + 1000000, name, name_kana, sex, birth_date, emai
 			t.Errorf("%s: lower(email) not refused: %v", table, err)
 		}
 	}
+	if l := f.leaks(c.received()); len(l) > 0 {
+		t.Fatalf("leaked: %q", l)
+	}
+}
+
+// TestNotificationsAreNotAWayAround: an application's trigger may send
+// whole rows in notifications; a masking role may not LISTEN unless the
+// role says so (features: [listen]), because no mask sees a payload.
+func TestNotificationsAreNotAWayAround(t *testing.T) {
+	f := newCorpusFixture(t, false)
+	exec(t, f.g.direct(t), `CREATE FUNCTION hcp_notify() RETURNS trigger LANGUAGE plpgsql AS
+$$BEGIN PERFORM pg_notify('hcp_changes', row_to_json(NEW)::text); RETURN NEW; END$$;
+CREATE TRIGGER hcp_notify AFTER UPDATE ON hcp FOR EACH ROW EXECUTE FUNCTION hcp_notify()`)
+	c := f.connect(t, testUser, testPassword)
+	_, err := c.conn.Exec(t.Context(), "LISTEN hcp_changes").ReadAll()
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42501" || !strings.Contains(pe.Hint, "features: [listen]") {
+		t.Fatalf("LISTEN by a masking role: %v", err)
+	}
+	exec(t, f.g.direct(t), "UPDATE hcp SET title = title WHERE id <= 3")
 	if l := f.leaks(c.received()); len(l) > 0 {
 		t.Fatalf("leaked: %q", l)
 	}

@@ -81,6 +81,9 @@ const (
 	FeatureLoad            Feature = "load"             // LOAD a shared library
 	FeatureCatalogValues   Feature = "catalog_values"   // catalogs that hold data values (pg_statistic, pg_stats)
 	FeatureForeignData     Feature = "foreign_data"     // foreign servers, user mappings, IMPORT FOREIGN SCHEMA
+	// FeatureListen: LISTEN. Notifications carry whatever other sessions
+	// (and their triggers) put in them, which no mask sees.
+	FeatureListen Feature = "listen"
 )
 
 // Column is a base table column.
@@ -482,6 +485,7 @@ func (a *analyzer) statement(n *pg_query.Node, top bool) {
 		}
 	case *pg_query.Node_ListenStmt:
 		a.setClass(ClassSession, "LISTEN")
+		a.feature(FeatureListen)
 	case *pg_query.Node_UnlistenStmt:
 		a.setClass(ClassSession, "UNLISTEN")
 	case *pg_query.Node_NotifyStmt:
