@@ -158,6 +158,9 @@ func (p *Policy) decide(st *sqlscope.Statement, d *Decision) *Refusal {
 		if !p.role.AllowsFeature(string(f)) {
 			r := p.refuse("feature", "role %s may not use %s (%s)", p.roleName, featureText(f), f)
 			r.Hint = "This is refused for every role that is not explicitly allowed it (features: [" + string(f) + "])."
+			if f == sqlscope.FeatureListen {
+				r.Hint = "Roles that mask must be allowed it explicitly (features: [listen]); ask " + p.contact() + "."
+			}
 			return r
 		}
 	}
