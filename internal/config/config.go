@@ -84,6 +84,11 @@ type Policy struct {
 	// CatalogRefresh is how often the gateway reloads each upstream's
 	// catalog (tables, columns, views) for its analysis.
 	CatalogRefresh Duration `yaml:"catalog_refresh"`
+	// CatalogCheck is how often the gateway asks each upstream whether
+	// its catalog changed (a cheap query over the catalogs' row
+	// versions), reloading at once when it did: a view redefined or a
+	// table altered outside the gateway is seen within this time.
+	CatalogCheck Duration `yaml:"catalog_check"`
 }
 
 // Listen is the client-facing listener.
@@ -289,6 +294,9 @@ func (c *Config) applyDefaults(baseDir string) {
 	}
 	if c.Policy.CatalogRefresh == 0 {
 		c.Policy.CatalogRefresh = Duration(time.Minute)
+	}
+	if c.Policy.CatalogCheck == 0 {
+		c.Policy.CatalogCheck = Duration(2 * time.Second)
 	}
 	if c.DormantAfter == 0 {
 		c.DormantAfter = Duration(90 * 24 * time.Hour)

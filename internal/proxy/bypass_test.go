@@ -856,3 +856,42 @@ CREATE TRIGGER hcp_notify AFTER UPDATE ON hcp FOR EACH ROW EXECUTE FUNCTION hcp_
 		t.Fatalf("leaked: %q", l)
 	}
 }
+
+// TestViewRedefinedOutsideTheGateway: a view of unprotected columns,
+// replaced by someone else (not through the gateway) with one that shows a
+// protected column under the same name, is masked once policy.catalog_check
+// has passed, not only at the next full catalog refresh.
+func TestViewRedefinedOutsideTheGateway(t *testing.T) {
+	f := newCorpusFixture(t, false)
+	d := f.g.direct(t)
+	exec(t, d, "CREATE VIEW v_notes AS SELECT id, title AS note FROM hcp")
+	f.g.cfg.Policy.CatalogCheck = config.Duration(50 * time.Millisecond)
+	f.g.cfg.Policy.CatalogRefresh = config.Duration(time.Hour)
+	f.g.cfg.Roles["analyst"].Read = append(f.g.cfg.Roles["analyst"].Read, "public.v_notes")
+	f.g.srv.markCatalogStale(f.g.db)
+	c := f.connect(t, testUser, testPassword)
+	query := func() [][]byte {
+		res, err := c.conn.Exec(t.Context(), "SELECT note FROM v_notes ORDER BY id LIMIT 5").ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out [][]byte
+		for _, r := range res[0].Rows {
+			out = append(out, r[0])
+		}
+		return out
+	}
+	if rows := query(); len(rows) != 5 || bytes.Contains(rows[0], []byte("@")) {
+		t.Fatalf("before: %q", rows)
+	}
+	exec(t, d, "CREATE OR REPLACE VIEW v_notes AS SELECT id, email AS note FROM hcp")
+	time.Sleep(100 * time.Millisecond)
+	for _, r := range query() {
+		if !bytes.Contains(r, []byte("***@")) {
+			t.Errorf("after the view changed: unmasked %q", r)
+		}
+	}
+	if l := f.leaks(c.received()); len(l) > 0 {
+		t.Fatalf("leaked: %q", l)
+	}
+}

@@ -27,6 +27,14 @@ type catalogEntry struct {
 	loaded atomic.Int64 // unix nanoseconds of the snapshot
 	stale  atomic.Bool  // DDL went through: reload before the next decision
 	busy   atomic.Bool  // a background refresh runs
+
+	// The change check (policy.catalog_check): one connection kept for
+	// it, the catalogs' fingerprint at the last load, when it last ran.
+	checking    atomic.Bool
+	checked     atomic.Int64
+	checkMu     sync.Mutex // guards checkConn and fingerprint
+	checkConn   *pgconn.PgConn
+	fingerprint string
 }
 
 func (c *catalogs) entry(db string) *catalogEntry {
@@ -49,6 +57,12 @@ func (c *catalogs) entry(db string) *catalogEntry {
 func (s *Server) catalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*sqlscope.Snapshot, error) {
 	e := s.catalogs.entry(u.Database)
 	snap := e.snap.Load()
+	if snap != nil && !e.stale.Load() && time.Since(time.Unix(0, e.checked.Load())) > cfg.Policy.CatalogCheck.D() && e.checking.CompareAndSwap(false, true) {
+		// Due for a check: made before this decision (one short query
+		// every policy.catalog_check), so a change is not decided with
+		// the old catalog for longer than that.
+		s.checkCatalog(e, cfg, u)
+	}
 	if snap != nil && !e.stale.Load() {
 		if time.Since(time.Unix(0, e.loaded.Load())) > cfg.Policy.CatalogRefresh.D() && e.busy.CompareAndSwap(false, true) {
 			go func() {
@@ -75,14 +89,75 @@ func (s *Server) reloadCatalog(ctx context.Context, e *catalogEntry, cfg *config
 	}
 	started := time.Now()
 	e.stale.Store(false) // DDL after this point marks it again
-	snap, err := loadCatalog(ctx, cfg, u)
+	snap, fp, err := loadCatalog(ctx, cfg, u)
 	if err != nil {
 		e.stale.Store(true) // try again at the next decision
 		return nil, err
 	}
+	e.checkMu.Lock()
+	e.fingerprint = fp
+	e.checkMu.Unlock()
 	e.snap.Store(snap)
 	e.loaded.Store(started.UnixNano())
 	return snap, nil
+}
+
+// catalogFingerprintSQL changes whenever a row of the catalogs the
+// analysis reads changes (each change writes a new row version: a new
+// xmin), so comparing it is enough to know a reload is due.
+const catalogFingerprintSQL = `SELECT concat_ws(' ',
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_class),
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_attribute),
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_rewrite),
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_inherits),
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_namespace))`
+
+// checkCatalog asks the upstream whether its catalog changed since it was
+// loaded and marks it stale when it did. A view redefined, or a table
+// renamed, altered or attached as a partition by someone else is then
+// seen by the next decision, not only at the next full refresh.
+func (s *Server) checkCatalog(e *catalogEntry, cfg *config.Config, u config.Upstream) {
+	defer e.checking.Store(false)
+	e.checked.Store(time.Now().UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.UpstreamTimeout.D())
+	defer cancel()
+	e.checkMu.Lock()
+	defer e.checkMu.Unlock()
+	if e.checkConn == nil || e.checkConn.IsClosed() {
+		pcfg, err := upstreamConfig(u, map[string]string{"application_name": "sekisho catalog check", "search_path": "pg_catalog"}, cfg.Limits.UpstreamTimeout.D())
+		if err != nil {
+			return
+		}
+		if e.checkConn, err = pgconn.ConnectConfig(ctx, pcfg); err != nil {
+			e.checkConn = nil
+			s.log.Warn("catalog check failed", "database", u.Database, "err", err)
+			return
+		}
+	}
+	res, err := e.checkConn.Exec(ctx, catalogFingerprintSQL).ReadAll()
+	if err != nil || len(res) != 1 || len(res[0].Rows) != 1 {
+		e.checkConn.Close(context.Background())
+		e.checkConn = nil
+		s.log.Warn("catalog check failed", "database", u.Database, "err", err)
+		return
+	}
+	if fp := string(res[0].Rows[0][0]); fp != e.fingerprint {
+		e.stale.Store(true) // the next decision reloads (and takes the new fingerprint)
+	}
+}
+
+// closeCatalogChecks closes the connections kept for catalog checks.
+func (c *catalogs) closeChecks() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.byDB {
+		e.checkMu.Lock()
+		if e.checkConn != nil {
+			e.checkConn.Close(context.Background())
+			e.checkConn = nil
+		}
+		e.checkMu.Unlock()
+	}
 }
 
 // markCatalogStale makes the next decision on db reload its catalog.
@@ -111,35 +186,44 @@ const catalogInheritsSQL = `SELECT inhrelid, inhparent FROM pg_catalog.pg_inheri
 // LoadCatalog reads an upstream's catalog as the gateway's analysis sees
 // it (for policy check and explain).
 func LoadCatalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*sqlscope.Snapshot, error) {
-	return loadCatalog(ctx, cfg, u)
+	snap, _, err := loadCatalog(ctx, cfg, u)
+	return snap, err
 }
 
-// loadCatalog reads relations, columns, view definitions and function
-// names from the upstream.
-func loadCatalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*sqlscope.Snapshot, error) {
+// loadCatalog reads relations, columns, view definitions, function names
+// and inheritance from the upstream, and the catalog's fingerprint.
+func loadCatalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*sqlscope.Snapshot, string, error) {
 	pcfg, err := upstreamConfig(u, map[string]string{"application_name": "sekisho catalog", "search_path": "pg_catalog"}, cfg.Limits.UpstreamTimeout.D())
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	pc, err := pgconn.ConnectConfig(ctx, pcfg)
 	if err != nil {
-		return nil, fmt.Errorf("catalog connect: %w", err)
+		return nil, "", fmt.Errorf("catalog connect: %w", err)
 	}
 	defer pc.Close(context.Background())
-	res := pc.Exec(ctx, catalogRelationsSQL+";"+catalogColumnsSQL+";"+catalogFunctionsSQL+";"+catalogInheritsSQL)
-	results, err := res.ReadAll()
+	return readCatalog(ctx, pc)
+}
+
+// readCatalog reads the catalog on pc, with the fingerprint taken before
+// it: a change after the fingerprint shows at the next check.
+func readCatalog(ctx context.Context, pc *pgconn.PgConn) (*sqlscope.Snapshot, string, error) {
+	res := pc.Exec(ctx, catalogFingerprintSQL+";"+catalogRelationsSQL+";"+catalogColumnsSQL+";"+catalogFunctionsSQL+";"+catalogInheritsSQL)
+	all, err := res.ReadAll()
 	if err != nil {
-		return nil, fmt.Errorf("catalog query: %w", err)
+		return nil, "", fmt.Errorf("catalog query: %w", err)
 	}
-	if len(results) != 4 {
-		return nil, fmt.Errorf("catalog query: %d results", len(results))
+	if len(all) != 5 || len(all[0].Rows) != 1 {
+		return nil, "", fmt.Errorf("catalog query: %d results", len(all))
 	}
+	fingerprint := string(all[0].Rows[0][0])
+	results := all[1:]
 	byOID := map[uint32]*sqlscope.Relation{}
 	var rels []*sqlscope.Relation
 	for _, row := range results[0].Rows {
 		oid, err := strconv.ParseUint(string(row[0]), 10, 32)
 		if err != nil || len(row[3]) != 1 {
-			return nil, fmt.Errorf("catalog query: unexpected relation row")
+			return nil, "", fmt.Errorf("catalog query: unexpected relation row")
 		}
 		r := &sqlscope.Relation{OID: uint32(oid), Schema: string(row[1]), Name: string(row[2]), Kind: row[3][0], ViewQuery: string(row[4])}
 		byOID[r.OID] = r
@@ -149,7 +233,7 @@ func loadCatalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*s
 		oid, err1 := strconv.ParseUint(string(row[0]), 10, 32)
 		num, err2 := strconv.Atoi(string(row[1]))
 		if err1 != nil || err2 != nil || num < 1 || num > 1600 {
-			return nil, fmt.Errorf("catalog query: unexpected column row")
+			return nil, "", fmt.Errorf("catalog query: unexpected column row")
 		}
 		r := byOID[uint32(oid)]
 		if r == nil {
@@ -170,11 +254,11 @@ func loadCatalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*s
 		child, err1 := strconv.ParseUint(string(row[0]), 10, 32)
 		parent, err2 := strconv.ParseUint(string(row[1]), 10, 32)
 		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("catalog query: unexpected pg_inherits row")
+			return nil, "", fmt.Errorf("catalog query: unexpected pg_inherits row")
 		}
 		if r := byOID[uint32(child)]; r != nil {
 			r.Parents = append(r.Parents, uint32(parent))
 		}
 	}
-	return sqlscope.NewSnapshot(rels, funcs), nil
+	return sqlscope.NewSnapshot(rels, funcs), fingerprint, nil
 }

@@ -261,7 +261,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); s.pool.close(); close(done) }()
+	go func() { s.wg.Wait(); s.pool.close(); s.catalogs.closeChecks(); close(done) }()
 	select {
 	case <-done:
 		return nil
