@@ -28,6 +28,7 @@ Exit codes: 0 success, 1 failure, 2 wrong usage.
 func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
+	client.Program = "sekisho-client"
 	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, usage)
 		return 2

@@ -42,6 +42,10 @@ import (
 // per-session runtime directory when there is one (a tmpfs that logout
 // clears), and is useless after it expires (8 hours by default).
 
+// Program is the command name hints tell the user to run ("sekisho", or
+// "sekisho-client" in the client-only build).
+var Program = "sekisho"
+
 // SavedCredential is what sekisho login keeps.
 type SavedCredential struct {
 	Host       string    `json:"host"`
@@ -162,7 +166,7 @@ func Login(args []string) error {
 	if err := WriteCredential(*credFile, saved); err != nil {
 		return err
 	}
-	fmt.Printf("logged in as %s (role %s) until %s\nuse 'sekisho psql' or 'sekisho tunnel' to connect\n", lr.User, lr.Role, lr.Expires.Local().Format("2006-01-02 15:04 MST"))
+	fmt.Printf("logged in as %s (role %s) until %s\nuse '"+Program+" psql' or '"+Program+" tunnel' to connect\n", lr.User, lr.Role, lr.Expires.Local().Format("2006-01-02 15:04 MST"))
 	return nil
 }
 
@@ -293,7 +297,7 @@ func (c SavedCredential) tlsConfig() (*tls.Config, error) {
 	if c.DeviceCert != "" {
 		kp, err := tls.LoadX509KeyPair(c.DeviceCert, c.DeviceKey)
 		if err != nil {
-			return nil, hintError{fmt.Errorf("device certificate: %w", err), "run 'sekisho login' again on the managed device"}
+			return nil, hintError{fmt.Errorf("device certificate: %w", err), "run '"+Program+" login' again on the managed device"}
 		}
 		tc.Certificates = []tls.Certificate{kp}
 	}
@@ -317,13 +321,13 @@ func readCredential(path string) (SavedCredential, error) {
 	var c SavedCredential
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return c, hintError{errors.New("no access credential: log in first"), "run 'sekisho login --url https://GATEWAY:PORT'"}
+		return c, hintError{errors.New("no access credential: log in first"), "run '"+Program+" login --url https://GATEWAY:PORT'"}
 	}
 	if err := json.Unmarshal(b, &c); err != nil || c.Credential == "" {
-		return c, hintError{fmt.Errorf("%s is not a sekisho credential", path), "run 'sekisho login' again"}
+		return c, hintError{fmt.Errorf("%s is not a sekisho credential", path), "run '"+Program+" login' again"}
 	}
 	if !time.Now().Before(c.Expires) {
-		return c, hintError{fmt.Errorf("your access credential expired at %s", c.Expires.Local().Format("15:04 MST")), "run 'sekisho login' again"}
+		return c, hintError{fmt.Errorf("your access credential expired at %s", c.Expires.Local().Format("15:04 MST")), "run '"+Program+" login' again"}
 	}
 	return c, nil
 }
@@ -393,7 +397,7 @@ func Tunnel(args []string) error {
 	fs := flag.NewFlagSet("tunnel", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	listen := fs.String("listen", "127.0.0.1:15432", "local address (loopback only)")
-	credFile := fs.String("credential-file", defaultCredentialFile(), "the credential 'sekisho login' saved")
+	credFile := fs.String("credential-file", defaultCredentialFile(), "the credential '"+Program+" login' saved")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -457,7 +461,7 @@ func tunnelConn(local net.Conn, c SavedCredential) {
 		_, _ = local.Write(b)
 	}
 	if time.Now().After(c.Expires) {
-		fail("28000", "the sekisho access credential expired", "Run 'sekisho login' again and restart the tunnel.")
+		fail("28000", "the sekisho access credential expired", "Run '"+Program+" login' again and restart the tunnel.")
 		return
 	}
 	cfg, err := pgconn.ParseConfig("")
@@ -479,7 +483,7 @@ func tunnelConn(local net.Conn, c SavedCredential) {
 	}
 	tc, err := c.tlsConfig()
 	if err != nil {
-		fail("08001", "the tunnel cannot read its CA or device certificate", "Run 'sekisho login' again.")
+		fail("08001", "the tunnel cannot read its CA or device certificate", "Run '"+Program+" login' again.")
 		return
 	}
 	cfg.TLSConfig = tc
@@ -491,7 +495,7 @@ func tunnelConn(local net.Conn, c SavedCredential) {
 		if errors.As(err, &pe) {
 			fail(pe.Code, pe.Message, pe.Hint)
 		} else {
-			fail("08001", "the tunnel could not reach the sekisho gateway", "Check that the gateway is up; run 'sekisho login' again if the credential was revoked.")
+			fail("08001", "the tunnel could not reach the sekisho gateway", "Check that the gateway is up; run '"+Program+" login' again if the credential was revoked.")
 		}
 		return
 	}
