@@ -297,7 +297,7 @@ func (c SavedCredential) tlsConfig() (*tls.Config, error) {
 	if c.DeviceCert != "" {
 		kp, err := tls.LoadX509KeyPair(c.DeviceCert, c.DeviceKey)
 		if err != nil {
-			return nil, hintError{fmt.Errorf("device certificate: %w", err), "run '"+Program+" login' again on the managed device"}
+			return nil, hintError{fmt.Errorf("device certificate: %w", err), "run '" + Program + " login' again on the managed device"}
 		}
 		tc.Certificates = []tls.Certificate{kp}
 	}
@@ -321,13 +321,13 @@ func readCredential(path string) (SavedCredential, error) {
 	var c SavedCredential
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return c, hintError{errors.New("no access credential: log in first"), "run '"+Program+" login --url https://GATEWAY:PORT'"}
+		return c, hintError{errors.New("no access credential: log in first"), "run '" + Program + " login --url https://GATEWAY:PORT'"}
 	}
 	if err := json.Unmarshal(b, &c); err != nil || c.Credential == "" {
-		return c, hintError{fmt.Errorf("%s is not a sekisho credential", path), "run '"+Program+" login' again"}
+		return c, hintError{fmt.Errorf("%s is not a sekisho credential", path), "run '" + Program + " login' again"}
 	}
 	if !time.Now().Before(c.Expires) {
-		return c, hintError{fmt.Errorf("your access credential expired at %s", c.Expires.Local().Format("15:04 MST")), "run '"+Program+" login' again"}
+		return c, hintError{fmt.Errorf("your access credential expired at %s", c.Expires.Local().Format("15:04 MST")), "run '" + Program + " login' again"}
 	}
 	return c, nil
 }
