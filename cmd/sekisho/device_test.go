@@ -29,22 +29,9 @@ func TestManagedDevice(t *testing.T) {
 	if _, err := exec.LookPath("psql"); err != nil {
 		t.Skip("psql not installed")
 	}
-	c, db := pgtest.NewDatabase(t)
-	dir := gatewayDir(t, c.Password, nil)
-	pgPort, _ := pglocal.FreePort()
-	loginPort, _ := pglocal.FreePort()
-	cfgPath := filepath.Join(dir, "sekisho.yaml")
-	cfg := fmt.Sprintf(`state_dir: state
-contact: dpo@example.jp
-listen: {address: 127.0.0.1:%d}
-login: {address: 127.0.0.1:%d, max_failures: 50, failures_per_address: 50}
-roles:
-  analyst: {networks: [127.0.0.1], databases: ["*"], statements: [read, session], read: ["*"], mfa: true, require_device: true}
-upstreams:
-%s`, pgPort, loginPort, upstreamLine(c, db))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	g := loginGatewayConfig(t, nil, ", max_failures: 50, failures_per_address: 50", `roles:
+  analyst: {networks: [127.0.0.1], databases: ["*"], statements: [read, session], read: ["*"], mfa: true, require_device: true}`)
+	db, dir, cfgPath, loginPort := g.db, g.dir, g.cfgPath, g.loginPort
 	run := func(stdin string, args ...string) (string, error) { return runCLI(t, stdin, args...) }
 	if out, err := run("alice-password-1\n", "user", "add", "alice", "--role", "analyst", "--expires", "30d", "--password-stdin", "--config", cfgPath); err != nil {
 		t.Fatalf("user add: %v\n%s", err, out)
@@ -154,7 +141,7 @@ upstreams:
 
 	// Revoking the device revokes its credential, ends its live session,
 	// and its certificate no longer opens anything.
-	direct, err := pgconn.Connect(t.Context(), c.ConnString(db))
+	direct, err := pgconn.Connect(t.Context(), g.c.ConnString(db))
 	if err != nil {
 		t.Fatal(err)
 	}

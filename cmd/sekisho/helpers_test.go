@@ -16,6 +16,7 @@ import (
 
 	"github.com/sekisho/sekisho/internal/identity"
 	"github.com/sekisho/sekisho/internal/pglocal"
+	"github.com/sekisho/sekisho/internal/pgtest"
 	"github.com/sekisho/sekisho/internal/store"
 )
 
@@ -129,4 +130,31 @@ func runCLI(t *testing.T, stdin string, args ...string) (string, error) {
 	cmd.Env = append(os.Environ(), "SUDO_USER=")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// testGateway is a gateway's configuration for a test: its database,
+// state directory, config file and ports (the gateway is not started).
+type testGateway struct {
+	c                 *pglocal.Cluster
+	db, dir, cfgPath  string
+	pgPort, loginPort int
+}
+
+// loginGatewayConfig writes the config of a gateway with the login API
+// in a fresh state directory with the given accounts: listen and login
+// addresses on free ports (loginOpts goes inside login: {...}), body (the
+// roles and any other top-level sections) and the test database.
+func loginGatewayConfig(t *testing.T, accounts map[string]string, loginOpts, body string) testGateway {
+	t.Helper()
+	c, db := pgtest.NewDatabase(t)
+	g := testGateway{c: c, db: db, dir: gatewayDir(t, c.Password, accounts)}
+	g.pgPort, _ = pglocal.FreePort()
+	g.loginPort, _ = pglocal.FreePort()
+	g.cfgPath = filepath.Join(g.dir, "sekisho.yaml")
+	cfg := fmt.Sprintf("state_dir: state\ncontact: dpo@example.jp\nlisten: {address: 127.0.0.1:%d}\nlogin: {address: 127.0.0.1:%d%s}\n%s\nupstreams:\n%s",
+		g.pgPort, g.loginPort, loginOpts, strings.TrimRight(body, "\n"), upstreamLine(c, db))
+	if err := os.WriteFile(g.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return g
 }

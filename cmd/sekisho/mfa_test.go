@@ -12,7 +12,6 @@ import (
 
 	"github.com/sekisho/sekisho/internal/identity"
 	"github.com/sekisho/sekisho/internal/pglocal"
-	"github.com/sekisho/sekisho/internal/pgtest"
 	"github.com/sekisho/sekisho/internal/pki"
 )
 
@@ -24,22 +23,9 @@ func TestMFALogin(t *testing.T) {
 	if _, err := exec.LookPath("psql"); err != nil {
 		t.Skip("psql not installed")
 	}
-	c, db := pgtest.NewDatabase(t)
-	dir := gatewayDir(t, c.Password, nil)
-	pgPort, _ := pglocal.FreePort()
-	loginPort, _ := pglocal.FreePort()
-	cfgPath := filepath.Join(dir, "sekisho.yaml")
-	cfg := fmt.Sprintf(`state_dir: state
-contact: dpo@example.jp
-listen: {address: 127.0.0.1:%d}
-login: {address: 127.0.0.1:%d}
-roles:
-  analyst: {networks: [127.0.0.1], databases: ["*"], statements: [read, session], read: ["*"], mfa: true}
-upstreams:
-%s`, pgPort, loginPort, upstreamLine(c, db))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	g := loginGatewayConfig(t, nil, "", `roles:
+  analyst: {networks: [127.0.0.1], databases: ["*"], statements: [read, session], read: ["*"], mfa: true}`)
+	db, dir, cfgPath, pgPort, loginPort := g.db, g.dir, g.cfgPath, g.pgPort, g.loginPort
 	bin := sekishoBinary(t)
 	run := func(stdin string, args ...string) (string, error) { return runCLI(t, stdin, args...) }
 	if out, err := run("alice-password-1\n", "user", "add", "alice", "--role", "analyst", "--expires", "30d", "--password-stdin", "--config", cfgPath); err != nil {

@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/sekisho/sekisho/internal/oidctest"
-	"github.com/sekisho/sekisho/internal/pglocal"
-	"github.com/sekisho/sekisho/internal/pgtest"
 	"github.com/sekisho/sekisho/internal/pki"
 )
 
@@ -31,20 +29,8 @@ func TestSSOLogin(t *testing.T) {
 	if _, err := exec.LookPath("psql"); err != nil {
 		t.Skip("psql not installed")
 	}
-	c, db := pgtest.NewDatabase(t)
-	dir := gatewayDir(t, c.Password, map[string]string{"kept": "analyst"})
 	idp := oidctest.New(t, "sekisho-gateway", "client-secret-1")
-	if err := os.WriteFile(filepath.Join(dir, "sso.secret"), []byte("client-secret-1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pgPort, _ := pglocal.FreePort()
-	loginPort, _ := pglocal.FreePort()
-	cfgPath := filepath.Join(dir, "sekisho.yaml")
-	cfg := fmt.Sprintf(`state_dir: state
-contact: dpo@example.jp
-listen: {address: 127.0.0.1:%d}
-login: {address: 127.0.0.1:%d}
-roles:
+	g := loginGatewayConfig(t, map[string]string{"kept": "analyst"}, "", fmt.Sprintf(`roles:
   analyst: {networks: [127.0.0.1], databases: ["*"], statements: [read, session], read: ["*"]}
   admin: {networks: [127.0.0.1], databases: ["*"], statements: [all], read: ["*"], write: ["*"], mfa: true}
 sso:
@@ -54,10 +40,9 @@ sso:
   ca_file: %s
   roles:
     - {group: dba, role: admin}
-    - {group: research, role: analyst}
-upstreams:
-%s`, pgPort, loginPort, idp.URL, idp.CAFile, upstreamLine(c, db))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+    - {group: research, role: analyst}`, idp.URL, idp.CAFile))
+	db, dir, cfgPath, loginPort := g.db, g.dir, g.cfgPath, g.loginPort
+	if err := os.WriteFile(filepath.Join(dir, "sso.secret"), []byte("client-secret-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	startServe(t, cfgPath)
