@@ -349,7 +349,7 @@ func (p *Policy) ResultRule(cat sqlscope.Catalog, tableOID uint32, attnum int16)
 		}
 		cols = carried
 	} else if int(attnum) >= 1 && int(attnum) <= len(rel.Columns) {
-		cols = []sqlscope.Column{{Rel: rel.OID, Table: rel.QualifiedName(), Name: rel.Columns[attnum-1], Ancestors: rel.AncestorList()}}
+		cols = []sqlscope.Column{{Rel: rel.OID, Table: rel.QualifiedName(), Name: rel.Columns[attnum-1], Kin: rel.KinList()}}
 	}
 	rule = allow
 	for _, c := range cols {
@@ -361,21 +361,25 @@ func (p *Policy) ResultRule(cat sqlscope.Catalog, tableOID uint32, attnum int16)
 	return rule, column, true
 }
 
-// columnRule is the role's rule for a column: by the classification of
-// its table, or else of the nearest ancestor (inheritance parent or
-// partitioned table) that classifies a column of that name. A partition
-// of a subject table holds the same people's data.
+// columnRule is the role's rule for a column: the strictest of the
+// classifications of its table and of the tables related to it by
+// inheritance or partitioning that classify a column of that name. A
+// partition of a subject table holds the same people's data, and a scan
+// of a parent returns its children's rows.
 func (p *Policy) columnRule(c sqlscope.Column) (config.Rule, string) {
-	for _, t := range append([]string{c.Table}, c.AncestorTables()...) {
+	rule, where, found := config.Rule{Action: "allow"}, "", false
+	for _, t := range append([]string{c.Table}, c.KinTables()...) {
 		s := p.cfg.SubjectFor(p.database, t)
 		if s == nil {
 			continue
 		}
 		if _, ok := s.Columns[c.Name]; ok {
-			return p.role.ColumnRule(s, c.Name)
+			if r, w := p.role.ColumnRule(s, c.Name); !found || stricter(r, rule) {
+				rule, where, found = r, w, true
+			}
 		}
 	}
-	return config.Rule{Action: "allow"}, ""
+	return rule, where
 }
 
 func stricter(a, b config.Rule) bool {

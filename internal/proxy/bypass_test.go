@@ -809,14 +809,17 @@ CREATE TABLE hcp_part_sub PARTITION OF hcp_part FOR VALUES FROM (1000000) TO (MA
 CREATE TABLE hcp_part_sub_1 PARTITION OF hcp_part_sub FOR VALUES FROM (1000000) TO (MAXVALUE);
 INSERT INTO hcp_part SELECT * FROM ONLY hcp ORDER BY id LIMIT 20;
 INSERT INTO hcp_part SELECT id + 1000000, name, name_kana, sex, birth_date, email, institution, institution_address, title, job_type, department, updated_at FROM ONLY hcp ORDER BY id LIMIT 20`)
+	// And the other way: a parent table nobody classified, which hcp was
+	// made to inherit from, returns hcp's rows when it is scanned.
+	exec(t, f.g.direct(t), `CREATE TABLE people (id bigint, email text); ALTER TABLE hcp INHERIT people`)
 	cfg := f.g.cfg
 	cfg.Subjects = append(cfg.Subjects, config.Subject{Database: cfg.Subjects[0].Database, Table: "public.hcp_part", Key: "id",
 		Columns: cfg.Subjects[0].Columns})
-	cfg.Roles["analyst"].Read = append(cfg.Roles["analyst"].Read, "public.hcp_archive", "public.hcp_part", "public.hcp_part_low", "public.hcp_part_sub_1")
+	cfg.Roles["analyst"].Read = append(cfg.Roles["analyst"].Read, "public.hcp_archive", "public.hcp_part", "public.hcp_part_low", "public.hcp_part_sub_1", "public.people")
 	f.g.srv.markCatalogStale(f.g.db)
 	c := f.connect(t, testUser, testPassword)
-	for _, table := range []string{"hcp_archive", "hcp_part_low", "hcp_part_sub_1", "hcp_part"} {
-		res, err := c.conn.Exec(t.Context(), "SELECT email, name FROM "+table+" ORDER BY id").ReadAll()
+	for _, table := range []string{"hcp_archive", "hcp_part_low", "hcp_part_sub_1", "hcp_part", "people"} {
+		res, err := c.conn.Exec(t.Context(), "SELECT email FROM "+table+" ORDER BY id").ReadAll()
 		if err != nil {
 			t.Fatalf("%s: %v", table, err)
 		}

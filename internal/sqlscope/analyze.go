@@ -91,18 +91,19 @@ type Column struct {
 	Rel   uint32 // the table's OID (0: not in the catalog)
 	Table string // schema.name
 	Name  string
-	// Ancestors are the tables Table inherits from or is a partition of
-	// (schema.name, nearest first, NUL-separated so Column stays
-	// comparable): the column carries their classification too.
-	Ancestors string
+	// Kin are the tables Table inherits from or is a partition of, and
+	// those that inherit from it or are its partitions (schema.name,
+	// NUL-separated so Column stays comparable): the column carries
+	// their classification too.
+	Kin string
 }
 
-// AncestorTables splits Ancestors.
-func (c Column) AncestorTables() []string {
-	if c.Ancestors == "" {
+// KinTables splits Kin.
+func (c Column) KinTables() []string {
+	if c.Kin == "" {
 		return nil
 	}
-	return strings.Split(c.Ancestors, "\x00")
+	return strings.Split(c.Kin, "\x00")
 }
 
 func (c Column) String() string { return c.Table + "." + c.Name }
@@ -1068,7 +1069,7 @@ func (a *analyzer) relationColumns(r *Relation) []srcCol {
 		if c == "" {
 			continue
 		}
-		cols = append(cols, srcCol{name: c, lin: lineage{cols: []Column{{Rel: r.OID, Table: r.QualifiedName(), Name: c, Ancestors: r.AncestorList()}}, plain: true}})
+		cols = append(cols, srcCol{name: c, lin: lineage{cols: []Column{{Rel: r.OID, Table: r.QualifiedName(), Name: c, Kin: r.KinList()}}, plain: true}})
 	}
 	return cols
 }

@@ -23,10 +23,13 @@ type Relation struct {
 	ViewQuery string
 	// Parents are the tables this one inherits from or is a partition of
 	// (pg_inherits); Ancestors are their qualified names and theirs,
-	// nearest first (set by NewSnapshot). A child's rows are its
-	// ancestors' kind of rows: it carries their classification.
-	Parents   []uint32
-	Ancestors []string
+	// nearest first, and Descendants those of the tables that inherit
+	// from this one or are its partitions (set by NewSnapshot). A child's
+	// rows are its ancestors' kind of rows, and a parent's scan returns
+	// its descendants' rows: a column carries the classification of both.
+	Parents     []uint32
+	Ancestors   []string
+	Descendants []string
 
 	viewOnce sync.Once
 	view     *viewShape
@@ -40,8 +43,10 @@ func (r *Relation) IsView() bool { return r.Kind == 'v' || r.Kind == 'm' && r.Vi
 // QualifiedName is schema.name.
 func (r *Relation) QualifiedName() string { return r.Schema + "." + r.Name }
 
-// AncestorList is Ancestors as Column.Ancestors holds them.
-func (r *Relation) AncestorList() string { return strings.Join(r.Ancestors, "\x00") }
+// KinList is Ancestors and Descendants as Column.Kin holds them.
+func (r *Relation) KinList() string {
+	return strings.Join(append(slices.Clone(r.Ancestors), r.Descendants...), "\x00")
+}
 
 // viewShape is what a view's output columns carry, from analysing its
 // definition.
@@ -90,17 +95,25 @@ func NewSnapshot(rels []*Relation, userFunctions []string) *Snapshot {
 	for _, f := range userFunctions {
 		s.functions[f] = true
 	}
+	children := map[uint32][]uint32{}
 	for _, r := range rels {
-		r.Ancestors = s.ancestors(r)
+		for _, p := range r.Parents {
+			children[p] = append(children[p], r.OID)
+		}
+	}
+	for _, r := range rels {
+		r.Ancestors = s.walk(r, func(x *Relation) []uint32 { return x.Parents })
+		r.Descendants = s.walk(r, func(x *Relation) []uint32 { return children[x.OID] })
 	}
 	return s
 }
 
-// ancestors walks pg_inherits upwards, breadth first, each once.
-func (s *Snapshot) ancestors(r *Relation) []string {
+// walk follows pg_inherits from r (upwards or downwards, by next),
+// breadth first, each relation once.
+func (s *Snapshot) walk(r *Relation, next func(*Relation) []uint32) []string {
 	var out []string
 	seen := map[uint32]bool{r.OID: true}
-	queue := slices.Clone(r.Parents)
+	queue := slices.Clone(next(r))
 	for len(queue) > 0 && len(out) < 1000 {
 		oid := queue[0]
 		queue = queue[1:]
@@ -110,7 +123,7 @@ func (s *Snapshot) ancestors(r *Relation) []string {
 		}
 		seen[oid] = true
 		out = append(out, p.QualifiedName())
-		queue = append(queue, p.Parents...)
+		queue = append(queue, next(p)...)
 	}
 	return out
 }
