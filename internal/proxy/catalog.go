@@ -131,6 +131,7 @@ func (s *Server) checkCatalog(e *catalogEntry, cfg *config.Config, u config.Upst
 		if e.checkConn, err = pgconn.ConnectConfig(ctx, pcfg); err != nil {
 			e.checkConn = nil
 			s.log.Warn("catalog check failed", "database", u.Database, "err", err)
+			e.stale.Store(true) // fail closed: reload, and refuse if that fails too
 			return
 		}
 	}
@@ -139,6 +140,7 @@ func (s *Server) checkCatalog(e *catalogEntry, cfg *config.Config, u config.Upst
 		e.checkConn.Close(context.Background())
 		e.checkConn = nil
 		s.log.Warn("catalog check failed", "database", u.Database, "err", err)
+		e.stale.Store(true) // fail closed: reload, and refuse if that fails too
 		return
 	}
 	if fp := string(res[0].Rows[0][0]); fp != e.fingerprint {

@@ -160,6 +160,8 @@ func (s *Server) handleSSOStart(w http.ResponseWriter, r *http.Request) {
 	cfg := s.cfg.Load()
 	ev := audit.Event{Type: audit.Login, Source: r.RemoteAddr, Outcome: audit.OutcomeRefused}
 	if cfg.SSO == nil {
+		ev.Reason = "sso_not_configured"
+		_ = s.record(ev)
 		writeJSON(w, http.StatusNotFound, SSOStartResponse{Error: "single sign-on is not configured on this gateway",
 			Hint: "Log in with 'sekisho login' (password and authenticator code), or ask " + cfg.Contact + "."})
 		return
@@ -168,6 +170,8 @@ func (s *Server) handleSSOStart(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil || req.Flow != "browser" && req.Flow != "device" {
+		ev.Method, ev.Reason = "oidc", "malformed_request"
+		_ = s.record(ev)
 		writeJSON(w, http.StatusBadRequest, SSOStartResponse{Error: `the request must be JSON with "flow": "browser" or "device"`, Hint: "Use 'sekisho login --sso'."})
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sekisho/sekisho/internal/audit"
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/loginapi"
 	"github.com/sekisho/sekisho/internal/oidctest"
@@ -125,6 +126,12 @@ func TestSSOHandles(t *testing.T) {
 			t.Fatalf("start %.20s: %d", bad, code)
 		}
 	}
+	g.audit.waitFor(t, "a malformed sign-in start", func(e audit.Event) bool {
+		return e.Type == audit.Login && e.Reason == "malformed_request" && e.Outcome == audit.OutcomeRefused
+	})
+	g.audit.waitFor(t, "the sign-in completed from another address", func(e audit.Event) bool {
+		return e.Type == audit.Login && e.Reason == "sso_other_address"
+	})
 }
 
 func TestSSONotConfigured(t *testing.T) {
