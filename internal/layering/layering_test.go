@@ -17,6 +17,7 @@ const module = "github.com/sekisho/sekisho/"
 // its own line here, which is where its place in the layers is decided.
 var allowed = map[string][]string{
 	"internal/wire":     {},
+	"internal/netio":    {},
 	"internal/audit":    {},
 	"internal/sqlscope": {},
 	"internal/pki":      {},
@@ -31,7 +32,7 @@ var allowed = map[string][]string{
 	"internal/identity": {"internal/audit", "internal/store"},
 	"internal/loginapi": {},
 	"internal/client":   {"internal/loginapi", "internal/wire"},
-	"internal/proxy":    {"internal/wire", "internal/audit", "internal/config", "internal/identity", "internal/pki", "internal/sqlscope", "internal/store", "internal/policy", "internal/mask", "internal/loginapi"},
+	"internal/proxy":    {"internal/wire", "internal/netio", "internal/audit", "internal/config", "internal/identity", "internal/pki", "internal/sqlscope", "internal/store", "internal/policy", "internal/mask", "internal/loginapi"},
 	"internal/admin":    {"internal/audit", "internal/proxy", "internal/store"},
 	"internal/alert":    {"internal/audit"},
 }

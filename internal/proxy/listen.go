@@ -8,6 +8,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/netio"
 )
 
 // Listen opens the client listener on listen.address.
@@ -16,7 +17,7 @@ func Listen(c *config.Config) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	return WrapProxyProtocol(ln, c), nil
+	return WrapProxyProtocol(netio.Listener{Listener: ln}, c), nil
 }
 
 // WrapProxyProtocol makes ln accept PROXY protocol headers (v1 and v2)

@@ -25,6 +25,7 @@ import (
 	"github.com/sekisho/sekisho/internal/config"
 	"github.com/sekisho/sekisho/internal/identity"
 	"github.com/sekisho/sekisho/internal/mask"
+	"github.com/sekisho/sekisho/internal/netio"
 	"github.com/sekisho/sekisho/internal/pki"
 	"github.com/sekisho/sekisho/internal/store"
 )
@@ -223,6 +224,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
+		conn = netio.Wrap(conn) // a no-op when Listen already did it
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/netio"
 )
 
 // upstreamConn is the gateway's own connection to a PostgreSQL server,
@@ -77,6 +78,14 @@ func upstreamConfig(u config.Upstream, params map[string]string, timeout time.Du
 	cfg.Fallbacks = nil
 	cfg.ConnectTimeout = timeout
 	cfg.RuntimeParams = params
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: timeout}
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return netio.Wrap(c), nil
+	}
 	cfg.TLSConfig, err = upstreamTLS(u)
 	if err != nil {
 		return nil, err
