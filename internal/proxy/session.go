@@ -48,8 +48,10 @@ type Session struct {
 	keyPID    uint32
 	keySecret []byte
 
-	cw clientWriter // only the upstream→client direction writes while the relay runs
-	uw []byte       // only the client→upstream direction writes upstream
+	cw clientWriter  // only the upstream→client direction writes while the relay runs
+	uw []byte        // only the client→upstream direction writes upstream
+	cs clientState   // the client→upstream direction's own
+	us upstreamState // the upstream→client direction's own
 
 	// refusalToken marks the stand-in statement forwarded in place of a
 	// refused one; it is random per session so no client can forge it.
@@ -132,6 +134,7 @@ func newSession(s *Server, cfg *config.Config, p Principal, client net.Conn, cr 
 		refusalToken: "sekisho_refusal_" + hex.EncodeToString(tok),
 		started:      s.now(),
 		upTx:         up.tx,
+		cs:           clientState{stmts: map[string]prepared{}, portals: map[string]prepared{}},
 	}
 	ss.lastClient.Store(time.Now().UnixNano())
 	ss.cw.conn = client
@@ -316,196 +319,23 @@ func (ss *Session) idleFor(now time.Time) time.Duration {
 // clientToUpstream reads client messages, lets the inspector decide the
 // statements, and forwards them.
 func (ss *Session) clientToUpstream() error {
-	var dec wire.FrontendDecoder
-	stmts := map[string]prepared{}   // prepared statement name → what the gateway knows of it
-	portals := map[string]prepared{} // portal name → its statement
-	// epoch counts sync points (Query, Sync). A transaction's end drops
-	// its portals upstream, and the name may then hold something else
-	// (a cursor opened by SQL); a portal bound before the last sync point
-	// is described before each Execute, as one the gateway never saw.
-	epoch := 0
 	for {
+		fresh := ss.cr.Buffered() == 0 // Next reads from the socket
 		typ, body, err := ss.cr.Next()
 		if err != nil {
 			return ss.clientReadError(err)
 		}
-		ss.lastClient.Store(time.Now().UnixNano())
-		if strings.IndexByte("QPBEDCF", typ) >= 0 {
-			ss.mu.Lock()
-			inCopy := ss.copyIn
-			ss.mu.Unlock()
-			if inCopy {
-				// PostgreSQL would throw the message away with an error;
-				// the gateway could no longer match answers to statements.
-				return ss.protocolError(fmt.Sprintf("message type %q arrived during COPY FROM STDIN; end the copy (CopyDone or CopyFail) first", typ))
-			}
+		if fresh {
+			ss.lastClient.Store(time.Now().UnixNano())
 		}
-		if typ == 'Q' || typ == 'S' || typ == 'F' {
-			epoch++
-		}
-		switch typ {
-		case 'Q':
-			m, derr := dec.Decode(typ, body)
-			if derr != nil {
-				return ss.protocolError("malformed Query message")
-			}
-			text := m.(*pgproto3.Query).String
-			r := &run{kind: 'Q', text: sqlscope.Redact(text), start: ss.srv.now()}
-			st := &Statement{Kind: 'Q', Text: text, Redacted: r.text}
-			if ref := ss.decide(st); ref != nil {
-				r.refusal, r.token = ref, ss.nextToken()
-				ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
-			} else {
-				forget(st.Forgets, stmts, portals)
-				ss.uw = wire.AppendFrame(ss.uw, typ, body)
-			}
-			ss.enqueue(r, true)
-		case 'P':
-			m, derr := dec.Decode(typ, body)
-			if derr != nil {
-				return ss.protocolError("malformed Parse message")
-			}
-			p := m.(*pgproto3.Parse)
-			red := sqlscope.Redact(p.Query)
-			var ref *Refusal
-			if _, known := stmts[p.Name]; !known && p.Name != "" && len(stmts) >= maxPreparedStatements {
-				ref = &Refusal{Code: codeProgramLimitExceeded, Reason: "too_many_prepared_statements",
-					Message: fmt.Sprintf("too many prepared statements in this session (the gateway keeps at most %d)", maxPreparedStatements),
-					Hint:    "Close (DEALLOCATE) prepared statements you no longer need, or reconnect."}
-			} else {
-				st := &Statement{Kind: 'P', Text: p.Query, Redacted: red, Name: p.Name}
-				ref = ss.decide(st)
-				if ref == nil {
-					stmts[p.Name] = prepared{text: red, masked: st.Masked, forgets: st.Forgets}
-				} else if _, known := stmts[p.Name]; !known {
-					// The stand-in fails, and a statement of that name may
-					// still exist upstream (an unnamed one from before, or
-					// one made with SQL PREPARE): its rows are described.
-					stmts[p.Name] = prepared{text: red, masked: true}
-				}
-			}
-			if ref != nil {
-				r := &run{kind: 'R', text: red, start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
-				ss.uw, _ = (&pgproto3.Parse{Name: p.Name, Query: r.token}).Encode(ss.uw)
-				ss.enqueue(r, false)
-			} else {
-				ss.uw = wire.AppendFrame(ss.uw, typ, body)
-			}
-		case 'B':
-			m, derr := dec.Decode(typ, body)
-			if derr != nil {
-				return ss.protocolError("malformed Bind message")
-			}
-			b := m.(*pgproto3.Bind)
-			if len(portals) >= maxPreparedStatements {
-				// Portals die with their transaction upstream, which the
-				// gateway does not track; forgetting them only loses the
-				// statement text of their audit events.
-				clear(portals)
-			}
-			pr, ok := stmts[b.PreparedStatement]
-			if !ok {
-				// Not prepared through this protocol: a statement made
-				// with SQL PREPARE (they share PostgreSQL's namespace),
-				// decided when it was prepared. Its rows are described.
-				pr = prepared{text: "(statement prepared with SQL PREPARE)", masked: true}
-			}
-			pr.epoch = epoch
-			portals[b.DestinationPortal] = pr
-			ss.uw = wire.AppendFrame(ss.uw, typ, body)
-		case 'E':
-			m, derr := dec.Decode(typ, body)
-			if derr != nil {
-				return ss.protocolError("malformed Execute message")
-			}
-			portal := m.(*pgproto3.Execute).Portal
-			pr, ok := portals[portal]
-			if !ok {
-				pr = prepared{text: "(portal not known to the gateway)", masked: true}
-			}
-			if pr.epoch != epoch {
-				pr.masked = true
-			}
-			// What this statement drops or redefines is forgotten now,
-			// before any later Bind or Execute of those names passes.
-			forget(pr.forgets, stmts, portals)
-			if pr.masked && ss.inspector != nil {
-				// The inspector must see the columns of every row it
-				// masks, and the client may not have asked for them (or
-				// asked before binding, when formats were not yet known):
-				// describe the portal first. Its answer goes to the
-				// inspector only.
-				ss.uw, _ = (&pgproto3.Describe{ObjectType: 'P', Name: portal}).Encode(ss.uw)
-				ss.enqueue(&run{kind: 'd'}, false)
-			}
-			ss.enqueue(&run{kind: 'E', text: pr.text, start: ss.srv.now(), masked: pr.masked}, false)
-			ss.uw = wire.AppendFrame(ss.uw, typ, body)
-		case 'C':
-			m, derr := dec.Decode(typ, body)
-			if derr != nil {
-				return ss.protocolError("malformed Close message")
-			}
-			c := m.(*pgproto3.Close)
-			if c.ObjectType == 'S' {
-				delete(stmts, c.Name)
-			} else {
-				delete(portals, c.Name)
-			}
-			ss.uw = wire.AppendFrame(ss.uw, typ, body)
-		case 'S':
-			ss.mu.Lock()
-			inCopy := ss.copyIn
-			ss.mu.Unlock()
-			if !inCopy {
-				ss.enqueue(&run{kind: 'S'}, true)
-			}
-			ss.uw = wire.AppendFrame(ss.uw, typ, body)
-		case 'F':
-			// FunctionCall (the fast-path interface) names a function by
-			// OID with no SQL to analyse: refused, in order, like a
-			// refused Query (it is a sync point of its own).
-			if _, derr := dec.Decode(typ, body); derr != nil {
-				return ss.protocolError("malformed FunctionCall message")
-			}
-			ref := &Refusal{Code: codeFeatureNotSupported, Reason: "function_call_refused",
-				Message: "the FunctionCall (fast-path) protocol message is not allowed through sekisho",
-				Hint:    "Call the function with a SELECT statement instead (large objects: use lo_* SQL functions)."}
-			r := &run{kind: 'Q', text: "(FunctionCall)", start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
-			ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
-			ss.enqueue(r, true)
-		case 'c', 'f':
-			// The client ends its COPY FROM STDIN: from here Sync counts
-			// again. The marker tells a later CopyInResponse which Syncs
-			// came before the end of the copy.
-			ss.mu.Lock()
-			if ss.copyIn {
-				ss.copyIn = false
-			} else {
-				// The CopyInResponse has not arrived yet (the client is
-				// ahead): leave a marker for copyInStarted.
-				ss.runs = append(ss.runs, &run{kind: 'c'})
-			}
-			ss.mu.Unlock()
-			ss.uw = wire.AppendFrame(ss.uw, typ, body)
-		case 'D':
-			ss.enqueue(&run{kind: 'D'}, false)
-			ss.uw = wire.AppendFrame(ss.uw, typ, body)
-		case 'H', 'd':
-			ss.uw = wire.AppendFrame(ss.uw, typ, body)
-		case 'X':
-			// What the client sent before its Terminate goes on; the
-			// Terminate itself does not: the upstream connection outlives
-			// the session when it can be reused, and end closes it
-			// properly when it cannot.
-			if len(ss.uw) > 0 {
-				if _, err := ss.up.conn.Write(ss.uw); err != nil {
+		if err := ss.fromClient(typ, body); err != nil {
+			if errors.Is(err, errClientTerminate) && len(ss.uw) > 0 {
+				// What the client sent before its Terminate goes on.
+				if _, werr := ss.up.conn.Write(ss.uw); werr != nil {
 					return errUpstreamLost
 				}
 			}
-			ss.terminating.Store(true)
-			return errClientTerminate
-		default:
-			return ss.protocolError(fmt.Sprintf("unknown message type %q", typ))
+			return err
 		}
 		if ss.cr.Buffered() == 0 || len(ss.uw) >= flushAt {
 			if _, err := ss.up.conn.Write(ss.uw); err != nil {
@@ -518,6 +348,199 @@ func (ss *Session) clientToUpstream() error {
 			}
 		}
 	}
+}
+
+// clientState is what the client→upstream direction keeps between
+// messages.
+type clientState struct {
+	dec     wire.FrontendDecoder
+	stmts   map[string]prepared // prepared statement name → what the gateway knows of it
+	portals map[string]prepared // portal name → its statement
+	// epoch counts sync points (Query, Sync). A transaction's end drops
+	// its portals upstream, and the name may then hold something else
+	// (a cursor opened by SQL); a portal bound before the last sync point
+	// is described before each Execute, as one the gateway never saw.
+	epoch int
+}
+
+// fromClient decides one client message and appends what goes upstream
+// to ss.uw. An error ends the session (the client has been told why,
+// where it should be).
+func (ss *Session) fromClient(typ byte, body []byte) error {
+	cs := &ss.cs
+	dec, stmts, portals := &cs.dec, cs.stmts, cs.portals
+	if strings.IndexByte("QPBEDCF", typ) >= 0 {
+		ss.mu.Lock()
+		inCopy := ss.copyIn
+		ss.mu.Unlock()
+		if inCopy {
+			// PostgreSQL would throw the message away with an error;
+			// the gateway could no longer match answers to statements.
+			return ss.protocolError(fmt.Sprintf("message type %q arrived during COPY FROM STDIN; end the copy (CopyDone or CopyFail) first", typ))
+		}
+	}
+	if typ == 'Q' || typ == 'S' || typ == 'F' {
+		cs.epoch++
+	}
+	switch typ {
+	case 'Q':
+		m, derr := dec.Decode(typ, body)
+		if derr != nil {
+			return ss.protocolError("malformed Query message")
+		}
+		text := m.(*pgproto3.Query).String
+		r := &run{kind: 'Q', text: sqlscope.Redact(text), start: ss.srv.now()}
+		st := &Statement{Kind: 'Q', Text: text, Redacted: r.text}
+		if ref := ss.decide(st); ref != nil {
+			r.refusal, r.token = ref, ss.nextToken()
+			ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
+		} else {
+			forget(st.Forgets, stmts, portals)
+			ss.uw = wire.AppendFrame(ss.uw, typ, body)
+		}
+		ss.enqueue(r, true)
+	case 'P':
+		m, derr := dec.Decode(typ, body)
+		if derr != nil {
+			return ss.protocolError("malformed Parse message")
+		}
+		p := m.(*pgproto3.Parse)
+		red := sqlscope.Redact(p.Query)
+		var ref *Refusal
+		if _, known := stmts[p.Name]; !known && p.Name != "" && len(stmts) >= maxPreparedStatements {
+			ref = &Refusal{Code: codeProgramLimitExceeded, Reason: "too_many_prepared_statements",
+				Message: fmt.Sprintf("too many prepared statements in this session (the gateway keeps at most %d)", maxPreparedStatements),
+				Hint:    "Close (DEALLOCATE) prepared statements you no longer need, or reconnect."}
+		} else {
+			st := &Statement{Kind: 'P', Text: p.Query, Redacted: red, Name: p.Name}
+			ref = ss.decide(st)
+			if ref == nil {
+				stmts[p.Name] = prepared{text: red, masked: st.Masked, forgets: st.Forgets}
+			} else if _, known := stmts[p.Name]; !known {
+				// The stand-in fails, and a statement of that name may
+				// still exist upstream (an unnamed one from before, or
+				// one made with SQL PREPARE): its rows are described.
+				stmts[p.Name] = prepared{text: red, masked: true}
+			}
+		}
+		if ref != nil {
+			r := &run{kind: 'R', text: red, start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
+			ss.uw, _ = (&pgproto3.Parse{Name: p.Name, Query: r.token}).Encode(ss.uw)
+			ss.enqueue(r, false)
+		} else {
+			ss.uw = wire.AppendFrame(ss.uw, typ, body)
+		}
+	case 'B':
+		m, derr := dec.Decode(typ, body)
+		if derr != nil {
+			return ss.protocolError("malformed Bind message")
+		}
+		b := m.(*pgproto3.Bind)
+		if len(portals) >= maxPreparedStatements {
+			// Portals die with their transaction upstream, which the
+			// gateway does not track; forgetting them only loses the
+			// statement text of their audit events.
+			clear(portals)
+		}
+		pr, ok := stmts[b.PreparedStatement]
+		if !ok {
+			// Not prepared through this protocol: a statement made
+			// with SQL PREPARE (they share PostgreSQL's namespace),
+			// decided when it was prepared. Its rows are described.
+			pr = prepared{text: "(statement prepared with SQL PREPARE)", masked: true}
+		}
+		pr.epoch = cs.epoch
+		portals[b.DestinationPortal] = pr
+		ss.uw = wire.AppendFrame(ss.uw, typ, body)
+	case 'E':
+		m, derr := dec.Decode(typ, body)
+		if derr != nil {
+			return ss.protocolError("malformed Execute message")
+		}
+		portal := m.(*pgproto3.Execute).Portal
+		pr, ok := portals[portal]
+		if !ok {
+			pr = prepared{text: "(portal not known to the gateway)", masked: true}
+		}
+		if pr.epoch != cs.epoch {
+			pr.masked = true
+		}
+		// What this statement drops or redefines is forgotten now,
+		// before any later Bind or Execute of those names passes.
+		forget(pr.forgets, stmts, portals)
+		if pr.masked && ss.inspector != nil {
+			// The inspector must see the columns of every row it
+			// masks, and the client may not have asked for them (or
+			// asked before binding, when formats were not yet known):
+			// describe the portal first. Its answer goes to the
+			// inspector only.
+			ss.uw, _ = (&pgproto3.Describe{ObjectType: 'P', Name: portal}).Encode(ss.uw)
+			ss.enqueue(&run{kind: 'd'}, false)
+		}
+		ss.enqueue(&run{kind: 'E', text: pr.text, start: ss.srv.now(), masked: pr.masked}, false)
+		ss.uw = wire.AppendFrame(ss.uw, typ, body)
+	case 'C':
+		m, derr := dec.Decode(typ, body)
+		if derr != nil {
+			return ss.protocolError("malformed Close message")
+		}
+		c := m.(*pgproto3.Close)
+		if c.ObjectType == 'S' {
+			delete(stmts, c.Name)
+		} else {
+			delete(portals, c.Name)
+		}
+		ss.uw = wire.AppendFrame(ss.uw, typ, body)
+	case 'S':
+		ss.mu.Lock()
+		inCopy := ss.copyIn
+		ss.mu.Unlock()
+		if !inCopy {
+			ss.enqueue(&run{kind: 'S'}, true)
+		}
+		ss.uw = wire.AppendFrame(ss.uw, typ, body)
+	case 'F':
+		// FunctionCall (the fast-path interface) names a function by
+		// OID with no SQL to analyse: refused, in order, like a
+		// refused Query (it is a sync point of its own).
+		if _, derr := dec.Decode(typ, body); derr != nil {
+			return ss.protocolError("malformed FunctionCall message")
+		}
+		ref := &Refusal{Code: codeFeatureNotSupported, Reason: "function_call_refused",
+			Message: "the FunctionCall (fast-path) protocol message is not allowed through sekisho",
+			Hint:    "Call the function with a SELECT statement instead (large objects: use lo_* SQL functions)."}
+		r := &run{kind: 'Q', text: "(FunctionCall)", start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
+		ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
+		ss.enqueue(r, true)
+	case 'c', 'f':
+		// The client ends its COPY FROM STDIN: from here Sync counts
+		// again. The marker tells a later CopyInResponse which Syncs
+		// came before the end of the copy.
+		ss.mu.Lock()
+		if ss.copyIn {
+			ss.copyIn = false
+		} else {
+			// The CopyInResponse has not arrived yet (the client is
+			// ahead): leave a marker for copyInStarted.
+			ss.runs = append(ss.runs, &run{kind: 'c'})
+		}
+		ss.mu.Unlock()
+		ss.uw = wire.AppendFrame(ss.uw, typ, body)
+	case 'D':
+		ss.enqueue(&run{kind: 'D'}, false)
+		ss.uw = wire.AppendFrame(ss.uw, typ, body)
+	case 'H', 'd':
+		ss.uw = wire.AppendFrame(ss.uw, typ, body)
+	case 'X':
+		// The Terminate itself does not go on: the upstream
+		// connection outlives the session when it can be reused, and
+		// end closes it properly when it cannot.
+		ss.terminating.Store(true)
+		return errClientTerminate
+	default:
+		return ss.protocolError(fmt.Sprintf("unknown message type %q", typ))
+	}
+	return nil
 }
 
 // prepared is what the gateway keeps of a prepared statement or portal.
@@ -607,186 +630,13 @@ func (ss *Session) refuseFatal(r *Refusal) error {
 // upstreamToClient relays the upstream's answers, applying the inspector's
 // row filters, substituting refusals, and recording each statement.
 func (ss *Session) upstreamToClient() error {
-	var dec wire.BackendDecoder
-	var filter RowFilter
-	described := false // a RowDescription (or Result(nil)) covers the rows now arriving
-	var cur *run       // the statement whose rows are arriving
 	for {
 		typ, body, err := ss.ur.Next()
 		if err != nil {
-			if ss.terminating.Load() && ss.killedRefusal() == nil {
-				return errClientTerminate
-			}
-			if ss.killedRefusal() != nil || ss.ended.Load() {
-				return errKilled
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return errClientClosed
-			}
-			if errors.Is(err, wire.ErrMessageTooLong) {
-				// Cancel first: the upstream is still producing it.
-				_ = ss.up.cancel()
-				return ss.refuseFatal(&Refusal{Code: codeProgramLimitExceeded, Reason: "upstream_message_too_long",
-					Message: fmt.Sprintf("a message from the database server is larger than the gateway's limit of %d bytes", wire.DefaultMaxMessageLen),
-					Hint:    "Select fewer or smaller columns per row (for example substring() of large values)."})
-			}
-			ss.sendFatal(&Refusal{Code: codeConnectionFailure, Reason: "upstream_lost",
-				Message: fmt.Sprintf("sekisho lost the connection to the database server for %q", ss.principal.Database),
-				Hint:    "Reconnect; the open transaction, if any, was rolled back."})
-			return errUpstreamLost
+			return ss.upstreamReadError(err)
 		}
-		if cur == nil {
-			cur = ss.head()
-		}
-		forward := true
-		switch typ {
-		case 'D':
-			if cur != nil {
-				cur.rows++
-			}
-			if ss.inspector != nil && !described {
-				// Rows without a RowDescription in this response pass as
-				// the inspector decided at the statement; a masked one
-				// always has the gateway's own Describe before it.
-				if cur == nil || cur.masked {
-					_ = ss.up.cancel()
-					return ss.refuseFatal(&Refusal{Code: codeInsufficientPrivilege, Reason: "undescribed_rows",
-						Message: "sekisho stopped rows whose columns it had not seen described",
-						Hint:    "Reconnect and run the statement again."})
-				}
-				described = true
-			}
-			if filter != nil {
-				m, derr := dec.Decode(typ, body)
-				if derr != nil {
-					return errUpstreamLost
-				}
-				row := m.(*pgproto3.DataRow)
-				if ref := filter(row.Values); ref != nil {
-					return ss.refuseFatal(ref)
-				}
-				ss.cw.mu.Lock()
-				ss.cw.appendMsg(row)
-				ss.cw.mu.Unlock()
-				forward = false
-			}
-		case 'G':
-			ss.copyInStarted()
-		case 'S':
-			// Kept current so a session that reuses this connection is
-			// told the server's settings as they are.
-			var ps pgproto3.ParameterStatus
-			if ps.Decode(body) == nil {
-				ss.up.params[ps.Name] = ps.Value
-			}
-		case 'T', 'n':
-			own := false
-			if d := ss.popDescribe(); d != nil && d.kind == 'd' {
-				own, forward = true, false // the answer to the gateway's Describe
-			}
-			if typ == 'n' {
-				if own {
-					filter, described = nil, true
-				}
-				break
-			}
-			filter, described = nil, true
-			if ss.inspector != nil {
-				m, derr := dec.Decode(typ, body)
-				if derr != nil {
-					return errUpstreamLost
-				}
-				var ref *Refusal
-				filter, ref = ss.inspector.Result(m.(*pgproto3.RowDescription))
-				if ref != nil {
-					_ = ss.up.cancel()
-					return ss.refuseFatal(ref)
-				}
-			}
-		case 'C':
-			filter, described = nil, false
-			if cur != nil {
-				cur.tagRows += tagRows(body)
-				if cur.kind == 'E' {
-					ss.finish(cur, audit.OutcomeOK)
-					cur = nil
-				}
-			}
-		case 's', 'I':
-			filter, described = nil, false
-			if cur != nil && cur.kind == 'E' {
-				ss.finish(cur, audit.OutcomeOK)
-				cur = nil
-			}
-		case 'E':
-			filter, described = nil, false
-			m, derr := dec.Decode(typ, body)
-			if derr != nil {
-				return errUpstreamLost
-			}
-			e := m.(*pgproto3.ErrorResponse)
-			ss.mu.Lock()
-			ss.copyIn = false // an error ends COPY FROM STDIN upstream
-			ss.mu.Unlock()
-			if r := ss.refusalFor(e); r != nil {
-				// The stand-in statement failed as planned: the client
-				// sees the refusal, in the place of the refused statement.
-				ss.cw.mu.Lock()
-				ss.cw.appendMsg(r.refusal.ErrorResponse())
-				ss.cw.mu.Unlock()
-				forward = false
-				r.err = r.refusal.Code
-				if r.kind == 'R' {
-					ss.finish(r, audit.OutcomeRefused)
-				} // a refused Query is recorded at its ReadyForQuery
-			} else {
-				if cur != nil {
-					cur.err = e.Code
-					if cur.kind == 'E' {
-						ss.finish(cur, audit.OutcomeError)
-					}
-				}
-				if ss.inspector != nil && ss.inspector.Message(e) {
-					ss.cw.mu.Lock()
-					ss.cw.appendMsg(e)
-					ss.cw.mu.Unlock()
-					forward = false
-				}
-			}
-			cur = nil
-			if e.Severity == "FATAL" || e.Severity == "PANIC" {
-				ss.cw.mu.Lock()
-				ss.cw.appendFrame(typ, body)
-				_ = ss.cw.flush()
-				ss.cw.mu.Unlock()
-				return errUpstreamLost
-			}
-		case 'N':
-			if ss.inspector != nil {
-				m, derr := dec.Decode(typ, body)
-				if derr != nil {
-					return errUpstreamLost
-				}
-				n := m.(*pgproto3.NoticeResponse)
-				if ss.inspector.Message((*pgproto3.ErrorResponse)(n)) {
-					ss.cw.mu.Lock()
-					ss.cw.appendMsg(n)
-					ss.cw.mu.Unlock()
-					forward = false
-				}
-			}
-		case 'Z':
-			filter, described = nil, false
-			if len(body) == 1 {
-				ss.upTx = body[0]
-			}
-			ss.readyForQuery()
-			cur = nil
-		}
-		if forward {
-			ss.cw.mu.Lock()
-			ss.cw.appendFrame(typ, body)
-			ss.cw.mu.Unlock()
+		if err := ss.fromUpstream(typ, body); err != nil {
+			return err
 		}
 		if ss.ur.Buffered() == 0 || len(ss.cw.buf) >= flushAt {
 			ss.cw.mu.Lock()
@@ -797,6 +647,202 @@ func (ss *Session) upstreamToClient() error {
 			}
 		}
 	}
+}
+
+// upstreamReadError says why reading the upstream failed, and tells the
+// client where that is news to it.
+func (ss *Session) upstreamReadError(err error) error {
+	if ss.terminating.Load() && ss.killedRefusal() == nil {
+		return errClientTerminate
+	}
+	if ss.killedRefusal() != nil || ss.ended.Load() {
+		return errKilled
+	}
+	if errors.Is(err, net.ErrClosed) {
+		return errClientClosed
+	}
+	if errors.Is(err, wire.ErrMessageTooLong) {
+		// Cancel first: the upstream is still producing it.
+		_ = ss.up.cancel()
+		return ss.refuseFatal(&Refusal{Code: codeProgramLimitExceeded, Reason: "upstream_message_too_long",
+			Message: fmt.Sprintf("a message from the database server is larger than the gateway's limit of %d bytes", wire.DefaultMaxMessageLen),
+			Hint:    "Select fewer or smaller columns per row (for example substring() of large values)."})
+	}
+	ss.sendFatal(&Refusal{Code: codeConnectionFailure, Reason: "upstream_lost",
+		Message: fmt.Sprintf("sekisho lost the connection to the database server for %q", ss.principal.Database),
+		Hint:    "Reconnect; the open transaction, if any, was rolled back."})
+	return errUpstreamLost
+}
+
+// upstreamState is what the upstream→client direction keeps between
+// messages.
+type upstreamState struct {
+	dec       wire.BackendDecoder
+	filter    RowFilter
+	described bool // a RowDescription (or Result(nil)) covers the rows now arriving
+	cur       *run // the statement whose rows are arriving
+}
+
+// fromUpstream relays one upstream message to ss.cw, applying the
+// inspector's row filter, substituting refusals, and recording
+// statements as they finish.
+func (ss *Session) fromUpstream(typ byte, body []byte) error {
+	us := &ss.us
+	dec := &us.dec
+	if us.cur == nil {
+		us.cur = ss.head()
+	}
+	forward := true
+	switch typ {
+	case 'D':
+		if us.cur != nil {
+			us.cur.rows++
+		}
+		if ss.inspector != nil && !us.described {
+			// Rows without a RowDescription in this response pass as
+			// the inspector decided at the statement; a masked one
+			// always has the gateway's own Describe before it.
+			if us.cur == nil || us.cur.masked {
+				_ = ss.up.cancel()
+				return ss.refuseFatal(&Refusal{Code: codeInsufficientPrivilege, Reason: "undescribed_rows",
+					Message: "sekisho stopped rows whose columns it had not seen described",
+					Hint:    "Reconnect and run the statement again."})
+			}
+			us.described = true
+		}
+		if us.filter != nil {
+			m, derr := dec.Decode(typ, body)
+			if derr != nil {
+				return errUpstreamLost
+			}
+			row := m.(*pgproto3.DataRow)
+			if ref := us.filter(row.Values); ref != nil {
+				return ss.refuseFatal(ref)
+			}
+			ss.cw.mu.Lock()
+			ss.cw.appendMsg(row)
+			ss.cw.mu.Unlock()
+			forward = false
+		}
+	case 'G':
+		ss.copyInStarted()
+	case 'S':
+		// Kept current so a session that reuses this connection is
+		// told the server's settings as they are.
+		var ps pgproto3.ParameterStatus
+		if ps.Decode(body) == nil {
+			ss.up.params[ps.Name] = ps.Value
+		}
+	case 'T', 'n':
+		own := false
+		if d := ss.popDescribe(); d != nil && d.kind == 'd' {
+			own, forward = true, false // the answer to the gateway's Describe
+		}
+		if typ == 'n' {
+			if own {
+				us.filter, us.described = nil, true
+			}
+			break
+		}
+		us.filter, us.described = nil, true
+		if ss.inspector != nil {
+			m, derr := dec.Decode(typ, body)
+			if derr != nil {
+				return errUpstreamLost
+			}
+			var ref *Refusal
+			us.filter, ref = ss.inspector.Result(m.(*pgproto3.RowDescription))
+			if ref != nil {
+				_ = ss.up.cancel()
+				return ss.refuseFatal(ref)
+			}
+		}
+	case 'C':
+		us.filter, us.described = nil, false
+		if us.cur != nil {
+			us.cur.tagRows += tagRows(body)
+			if us.cur.kind == 'E' {
+				ss.finish(us.cur, audit.OutcomeOK)
+				us.cur = nil
+			}
+		}
+	case 's', 'I':
+		us.filter, us.described = nil, false
+		if us.cur != nil && us.cur.kind == 'E' {
+			ss.finish(us.cur, audit.OutcomeOK)
+			us.cur = nil
+		}
+	case 'E':
+		us.filter, us.described = nil, false
+		m, derr := dec.Decode(typ, body)
+		if derr != nil {
+			return errUpstreamLost
+		}
+		e := m.(*pgproto3.ErrorResponse)
+		ss.mu.Lock()
+		ss.copyIn = false // an error ends COPY FROM STDIN upstream
+		ss.mu.Unlock()
+		if r := ss.refusalFor(e); r != nil {
+			// The stand-in statement failed as planned: the client
+			// sees the refusal, in the place of the refused statement.
+			ss.cw.mu.Lock()
+			ss.cw.appendMsg(r.refusal.ErrorResponse())
+			ss.cw.mu.Unlock()
+			forward = false
+			r.err = r.refusal.Code
+			if r.kind == 'R' {
+				ss.finish(r, audit.OutcomeRefused)
+			} // a refused Query is recorded at its ReadyForQuery
+		} else {
+			if us.cur != nil {
+				us.cur.err = e.Code
+				if us.cur.kind == 'E' {
+					ss.finish(us.cur, audit.OutcomeError)
+				}
+			}
+			if ss.inspector != nil && ss.inspector.Message(e) {
+				ss.cw.mu.Lock()
+				ss.cw.appendMsg(e)
+				ss.cw.mu.Unlock()
+				forward = false
+			}
+		}
+		us.cur = nil
+		if e.Severity == "FATAL" || e.Severity == "PANIC" {
+			ss.cw.mu.Lock()
+			ss.cw.appendFrame(typ, body)
+			_ = ss.cw.flush()
+			ss.cw.mu.Unlock()
+			return errUpstreamLost
+		}
+	case 'N':
+		if ss.inspector != nil {
+			m, derr := dec.Decode(typ, body)
+			if derr != nil {
+				return errUpstreamLost
+			}
+			n := m.(*pgproto3.NoticeResponse)
+			if ss.inspector.Message((*pgproto3.ErrorResponse)(n)) {
+				ss.cw.mu.Lock()
+				ss.cw.appendMsg(n)
+				ss.cw.mu.Unlock()
+				forward = false
+			}
+		}
+	case 'Z':
+		us.filter, us.described = nil, false
+		if len(body) == 1 {
+			ss.upTx = body[0]
+		}
+		ss.readyForQuery()
+		us.cur = nil
+	}
+	if forward {
+		ss.cw.mu.Lock()
+		ss.cw.appendFrame(typ, body)
+		ss.cw.mu.Unlock()
+	}
+	return nil
 }
 
 func (w *clientWriter) appendFrame(typ byte, body []byte) {
