@@ -117,6 +117,12 @@ type TLS struct {
 	Hosts []string `yaml:"hosts"`
 }
 
+// Relay modes (limits.relay).
+const (
+	RelayAuto       = "auto"
+	RelayGoroutines = "goroutines"
+)
+
 // Limits bound what one client can make the gateway hold or wait for.
 type Limits struct {
 	MaxMessageBytes int      `yaml:"max_message_bytes"`
@@ -132,6 +138,10 @@ type Limits struct {
 	UpstreamIdleMax int `yaml:"upstream_idle_max"`
 	// UpstreamIdleTimeout closes kept upstream connections unused this long.
 	UpstreamIdleTimeout Duration `yaml:"upstream_idle_timeout"`
+	// Relay is how sessions are relayed: "auto" (sessions without TLS on
+	// either side go on an event loop, one thread and one epoll set, the
+	// others get a goroutine per direction) or "goroutines" (always).
+	Relay string `yaml:"relay"`
 }
 
 // Login bounds password guessing: per account name (whether or not the
@@ -289,6 +299,9 @@ func (c *Config) applyDefaults(baseDir string) {
 	if c.Limits.UpstreamIdleMax == 0 {
 		c.Limits.UpstreamIdleMax = 20
 	}
+	if c.Limits.Relay == "" {
+		c.Limits.Relay = RelayAuto
+	}
 	if c.Limits.UpstreamIdleTimeout == 0 {
 		c.Limits.UpstreamIdleTimeout = Duration(time.Minute)
 	}
@@ -393,6 +406,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxSessions < 1 {
 		bad("limits.max_sessions must be at least 1")
+	}
+	if c.Limits.Relay != RelayAuto && c.Limits.Relay != RelayGoroutines {
+		bad("limits.relay %q: give %q or %q", c.Limits.Relay, RelayAuto, RelayGoroutines)
 	}
 	if c.Limits.UpstreamIdleMax < -1 {
 		bad("limits.upstream_idle_max %d: give a positive number, or -1 to keep no upstream connection for reuse", c.Limits.UpstreamIdleMax)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -410,4 +412,71 @@ func TestStatementDuringCopyIsAProtocolViolation(t *testing.T) {
 	if r := exec(t, conn, "SELECT count(*) FROM sink"); string(r[0].Rows[0][0]) != "0" {
 		t.Fatal("the abandoned COPY was committed")
 	}
+}
+
+// TestSplitMessagesAndSlowReader sends a pipeline one byte per write (so
+// every message arrives in pieces across reads) and then reads a result far
+// larger than the socket buffers in small, slow pieces (so the relay must
+// stop reading the upstream and resume): every row arrives, in order.
+func TestSplitMessagesAndSlowReader(t *testing.T) {
+	g := startGW(t)
+	c := rawSession(t, g)
+	const rows = 60000
+	var msgs []byte
+	msgs, _ = (&pgproto3.Parse{Query: "SELECT i, repeat('x', 200) FROM generate_series(1, $1::int) i"}).Encode(msgs)
+	msgs, _ = (&pgproto3.Bind{Parameters: [][]byte{[]byte(strconv.Itoa(rows))}}).Encode(msgs)
+	msgs, _ = (&pgproto3.Describe{ObjectType: 'P'}).Encode(msgs)
+	msgs, _ = (&pgproto3.Execute{}).Encode(msgs)
+	msgs, _ = (&pgproto3.Sync{}).Encode(msgs)
+	msgs, _ = (&pgproto3.Query{String: "SELECT 'after'"}).Encode(msgs)
+	for i := range msgs {
+		if _, err := c.Write(msgs[i : i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow := &slowReader{r: c}
+	fe := pgproto3.NewFrontend(slow, c)
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	next, ready, after := 1, 0, false
+	for ready < 2 {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("after %d rows: %v", next-1, err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.DataRow:
+			if ready == 1 {
+				after = string(m.Values[0]) == "after"
+				continue
+			}
+			if got := string(m.Values[0]); got != strconv.Itoa(next) {
+				t.Fatalf("row %d arrived as %q", next, got)
+			}
+			next++
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("error: %s", m.Message)
+		case *pgproto3.ReadyForQuery:
+			ready++
+		}
+	}
+	if next-1 != rows || !after {
+		t.Fatalf("got %d rows of %d, second statement answered: %v", next-1, rows, after)
+	}
+	if slow.reads < 100 {
+		t.Fatalf("the reader was not slow: %d reads", slow.reads)
+	}
+}
+
+// slowReader reads at most 4 KiB at a time and pauses every 64 reads.
+type slowReader struct {
+	r     io.Reader
+	reads int
+}
+
+func (s *slowReader) Read(b []byte) (int, error) {
+	s.reads++
+	if s.reads%64 == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return s.r.Read(b[:min(len(b), 4096)])
 }

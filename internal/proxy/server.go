@@ -66,8 +66,12 @@ type Server struct {
 	catalogs  catalogs
 	decisions decisionCache
 	pool      upstreamPool
-	sso       ssoState
-	masker    *mask.Masker
+
+	loopMu     sync.Mutex
+	loop       *eventLoop // made for the first plaintext session
+	loopClosed bool
+	sso        ssoState
+	masker     *mask.Masker
 
 	nextID   atomic.Uint64
 	wg       sync.WaitGroup
@@ -241,6 +245,34 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
+// eventLoop returns the server's event loop, started on first use; nil
+// when there is none (closed, or the system refused one: sessions are
+// then relayed by goroutines).
+func (s *Server) eventLoop() *eventLoop {
+	s.loopMu.Lock()
+	defer s.loopMu.Unlock()
+	if s.loop == nil && !s.loopClosed {
+		l, err := newEventLoop()
+		if err != nil {
+			s.log.Warn("event loop unavailable; relaying every session with goroutines", "err", err)
+			s.loopClosed = true
+			return nil
+		}
+		s.loop = l
+	}
+	return s.loop
+}
+
+func (s *Server) closeLoop() {
+	s.loopMu.Lock()
+	l := s.loop
+	s.loop, s.loopClosed = nil, true
+	s.loopMu.Unlock()
+	if l != nil {
+		l.close()
+	}
+}
+
 // SessionCount returns the number of admitted sessions.
 func (s *Server) SessionCount() int {
 	s.mu.Lock()
@@ -263,7 +295,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); s.pool.close(); s.catalogs.closeChecks(); close(done) }()
+	go func() { s.wg.Wait(); s.pool.close(); s.catalogs.closeChecks(); s.closeLoop(); close(done) }()
 	select {
 	case <-done:
 		return nil

@@ -77,8 +77,10 @@ type Session struct {
 	// terminating: the client said goodbye (Terminate), so the relay stops
 	// reading the upstream without closing it, which may be reused.
 	terminating atomic.Bool
-	upTx        byte  // the upstream's last transaction status (upstreamToClient only)
-	upExit      error // why upstreamToClient returned (read after both directions end)
+	// onLoop: the event loop relays the session (set under mu).
+	onLoop *loopSession
+	upTx   byte  // the upstream's last transaction status (upstreamToClient only)
+	upExit error // why upstreamToClient returned (read after both directions end)
 
 	// For the idle timeout (checked by Server.reapIdle): when the client
 	// last sent something, and when the upstream last became idle.
@@ -176,6 +178,17 @@ func (ss *Session) run() {
 		return
 	}
 
+	// Plaintext on both sides: the event loop relays (see eventLoop),
+	// and this goroutine waits for the end.
+	if loopable(ss) {
+		if l := ss.srv.eventLoop(); l != nil {
+			err := l.relay(ss)
+			ss.ended.Store(true)
+			ss.end(err)
+			return
+		}
+	}
+
 	g, ctx := errgroup.WithContext(context.Background())
 	stop := context.AfterFunc(ctx, func() {
 		// The first direction to fail ends the other: closing both sockets
@@ -268,17 +281,22 @@ func (ss *Session) Kill(r *Refusal) {
 		return
 	}
 	ss.killed = r
+	client, up, ls := ss.client, ss.up.conn, ss.onLoop
 	ss.mu.Unlock()
 	// The deadline goes on before the lock: a relay blocked writing to a
 	// client that stopped reading holds the lock, and must give it up.
-	_ = ss.client.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = client.SetWriteDeadline(time.Now().Add(time.Second))
 	ss.cw.mu.Lock()
 	ss.cw.buf = ss.cw.buf[:0]
 	ss.cw.appendMsg(r.ErrorResponse())
 	_ = ss.cw.flush()
 	ss.cw.mu.Unlock()
-	ss.client.Close()
-	ss.up.conn.Close()
+	if ls != nil {
+		ls.stop() // the loop owns the sockets
+		return
+	}
+	client.Close()
+	up.Close()
 }
 
 func (ss *Session) cancelUpstream() error {
@@ -296,7 +314,10 @@ func (ss *Session) cancelUpstream() error {
 // sendFatal tells the client why the session ends (best effort).
 func (ss *Session) sendFatal(r *Refusal) {
 	r.Fatal = true
-	_ = ss.client.SetWriteDeadline(time.Now().Add(time.Second)) // before the lock, as in Kill
+	ss.mu.Lock()
+	client := ss.client
+	ss.mu.Unlock()
+	_ = client.SetWriteDeadline(time.Now().Add(time.Second)) // before the lock, as in Kill
 	ss.cw.mu.Lock()
 	defer ss.cw.mu.Unlock()
 	ss.cw.appendMsg(r.ErrorResponse())

@@ -138,6 +138,37 @@ func (r *Reader) SetMaxLen(n int) { r.max = n }
 // it batches writes while a burst lasts and never holds a reply back.
 func (r *Reader) Buffered() int { return r.br.Buffered() }
 
+// Take returns (and consumes) the bytes buffered and not yet returned by
+// Next, so another reader can carry on from where this one stopped. Call
+// it between messages.
+func (r *Reader) Take() []byte {
+	b, _ := r.br.Peek(r.br.Buffered())
+	out := append([]byte(nil), b...)
+	_, _ = r.br.Discard(len(b))
+	return out
+}
+
+// Frame splits the first message off b, as Next would read it: typ and
+// body, and n, the bytes it took (0 when b does not hold a whole message
+// yet). The limits and errors are Next's.
+func Frame(b []byte, maxLen int) (typ byte, body []byte, n int, err error) {
+	if len(b) < 5 {
+		return 0, nil, 0, nil
+	}
+	typ = b[0]
+	l := int(int32(binary.BigEndian.Uint32(b[1:])))
+	if l < 4 {
+		return 0, nil, 0, fmt.Errorf("message %q length %d: %w", typ, l, ErrMalformed)
+	}
+	if l-4 > maxLen {
+		return 0, nil, 0, fmt.Errorf("message %q length %d, limit %d: %w", typ, l-4, maxLen, ErrMessageTooLong)
+	}
+	if len(b) < 1+l {
+		return 0, nil, 0, nil
+	}
+	return typ, b[5 : 1+l : 1+l], 1 + l, nil
+}
+
 // Clean reports whether the reader stopped between frames with nothing
 // buffered: the connection under it can be handed to another reader
 // without losing or splitting a message.

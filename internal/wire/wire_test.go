@@ -212,3 +212,39 @@ func FuzzAuthMessages(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFrame checks Frame against Reader.Next: the same messages, limits
+// and errors from the same bytes, whole or cut short.
+func FuzzFrame(f *testing.F) {
+	f.Add([]byte{'Q', 0, 0, 0, 9, 'x', 'y', 'z', 0, 'S', 0, 0, 0, 4}, 16)
+	f.Add([]byte{'Q', 0, 0, 0, 3}, 16)
+	f.Add([]byte{'D', 0x7f, 0xff, 0xff, 0xff}, 1<<20)
+	f.Add([]byte{'D', 0, 0, 0, 100, 1, 2}, 8)
+	f.Fuzz(func(t *testing.T, b []byte, maxLen int) {
+		if maxLen <= 0 || maxLen > 1<<24 {
+			return // NewReader takes 0 and less as its default
+		}
+		r := NewReader(bytes.NewReader(b), maxLen)
+		off := 0
+		for {
+			typ, body, n, ferr := Frame(b[off:], maxLen)
+			rtyp, rbody, rerr := r.Next()
+			switch {
+			case ferr != nil:
+				if rerr == nil || !errors.Is(rerr, ErrMalformed) && !errors.Is(rerr, ErrMessageTooLong) || errors.Is(ferr, ErrMalformed) != errors.Is(rerr, ErrMalformed) {
+					t.Fatalf("at %d: Frame says %v, Next says %v", off, ferr, rerr)
+				}
+				return
+			case n == 0:
+				if rerr == nil {
+					t.Fatalf("at %d: Frame wants more bytes, Next read a %q message", off, rtyp)
+				}
+				return
+			}
+			if rerr != nil || rtyp != typ || !bytes.Equal(rbody, body) {
+				t.Fatalf("at %d: Frame read %q %x, Next %q %x (%v)", off, typ, body, rtyp, rbody, rerr)
+			}
+			off += n
+		}
+	})
+}

@@ -1,0 +1,597 @@
+//go:build linux
+
+package proxy
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/netio"
+	"github.com/sekisho/sekisho/internal/wire"
+)
+
+// eventLoop relays plaintext sessions (no TLS on either side) on one OS
+// thread with its own epoll set, as pgbouncer does: one wake-up serves
+// every socket that became ready, a socket is read only when it has
+// something, and no goroutine is scheduled per message. The messages go
+// through the same fromClient and fromUpstream as in the goroutine relay;
+// only the reading, writing and waiting differ.
+//
+// Sessions with TLS on either side keep a goroutine per direction:
+// crypto/tls needs a blocking connection.
+//
+// The loop uses raw system calls (see internal/netio) and waits without
+// releasing its processor only while sockets keep being ready; when
+// nothing is, it waits in an ordinary system call, so the runtime can give
+// the processor to other goroutines.
+type eventLoop struct {
+	epfd     int
+	wake     int // an eventfd: post writes it, the loop reads it
+	stopping bool
+	stopped  chan struct{}
+
+	mu     sync.Mutex
+	posted []func()
+
+	conns map[int32]*loopConn // loop thread only
+}
+
+// loopSession is a session while the loop relays it.
+type loopSession struct {
+	loop     *eventLoop
+	ss       *Session
+	client   loopConn
+	upstream loopConn
+	done     chan error
+	ended    bool
+	// uBlocked / cBlocked: the bytes for the upstream (client) could not
+	// all be written; reading the other side waits until they are.
+	uBlocked, cBlocked bool
+}
+
+// loopConn is one side of a loop session: a socket the loop owns.
+type loopConn struct {
+	ls     *loopSession
+	fd     int
+	in     []byte // read and not yet relayed: in[off:]
+	off    int
+	maxLen int
+	events uint32 // what epoll is asked for
+	client bool
+}
+
+const loopReadSize = 32 << 10
+
+func newEventLoop() (*eventLoop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(wake)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	l := &eventLoop{epfd: epfd, wake: wake, conns: map[int32]*loopConn{}, stopped: make(chan struct{})}
+	go l.run()
+	return l, nil
+}
+
+// close stops the loop once the sessions on it have been finished.
+func (l *eventLoop) close() {
+	l.post(func() {
+		for _, c := range l.conns {
+			l.finish(c.ls, errKilled, false)
+		}
+		l.stopping = true
+	})
+	<-l.stopped
+}
+
+// post runs f on the loop thread.
+func (l *eventLoop) post(f func()) {
+	l.mu.Lock()
+	l.posted = append(l.posted, f)
+	l.mu.Unlock()
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	_, _ = unix.Write(l.wake, one[:])
+}
+
+// loopable reports whether ss can be relayed by the loop: plaintext
+// sockets on both sides, nothing but the gateway's own reader on them.
+func loopable(ss *Session) bool {
+	if ss.cfg.Limits.Relay != config.RelayAuto {
+		return false
+	}
+	_, c := ss.client.(*netio.Conn)
+	_, u := ss.up.conn.(*netio.Conn)
+	return c && u
+}
+
+// relay moves ss onto the loop and returns, when the session is over,
+// why it ended; ss.client, ss.up.conn and ss.upExit are set as the
+// goroutine relay leaves them.
+func (l *eventLoop) relay(ss *Session) error {
+	cfd, err := detach(ss.client)
+	if err != nil {
+		return err
+	}
+	ufd, err := detach(ss.up.conn)
+	if err != nil {
+		unix.Close(cfd)
+		return err
+	}
+	ls := &loopSession{loop: l, ss: ss, done: make(chan error, 1)}
+	ls.client = loopConn{ls: ls, fd: cfd, in: ss.cr.Take(), maxLen: ss.cfg.Limits.MaxMessageBytes, client: true}
+	ls.upstream = loopConn{ls: ls, fd: ufd, in: ss.ur.Take(), maxLen: wire.DefaultMaxMessageLen}
+	ss.cw.mu.Lock()
+	ss.cw.conn = fdConn{fd: cfd}
+	ss.cw.mu.Unlock()
+	ss.mu.Lock()
+	killed := ss.killed
+	if killed == nil {
+		ss.onLoop = ls
+	}
+	ss.mu.Unlock()
+	if killed != nil {
+		ls.restore()
+		return errKilled
+	}
+	l.post(func() { l.start(ls) })
+	return <-ls.done
+}
+
+// detach takes c's socket out of the runtime's poller: the loop gets a
+// duplicate, and c is closed (the socket stays open through the
+// duplicate).
+func detach(c net.Conn) (int, error) {
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if cerr := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
+		return -1, cerr
+	}
+	if derr != nil {
+		return -1, os.NewSyscallError("dup", derr)
+	}
+	c.Close()
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	return fd, nil
+}
+
+// attach gives a socket back to the runtime's poller as a net.Conn.
+func attach(fd int, name string) net.Conn {
+	f := os.NewFile(uintptr(fd), name)
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return closedConn{}
+	}
+	return netio.Wrap(c)
+}
+
+func (l *eventLoop) start(ls *loopSession) {
+	for _, c := range []*loopConn{&ls.client, &ls.upstream} {
+		c.events = unix.EPOLLIN | unix.EPOLLRDHUP
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &unix.EpollEvent{Events: c.events, Fd: int32(c.fd)}); err != nil {
+			l.finish(ls, os.NewSyscallError("epoll_ctl", err), false)
+			return
+		}
+		l.conns[int32(c.fd)] = c
+	}
+	// Bytes that came with the startup (a pipelined first query).
+	if len(ls.client.in) > 0 {
+		l.relayIn(&ls.client)
+	}
+	if !ls.ended && len(ls.upstream.in) > 0 {
+		l.relayIn(&ls.upstream)
+	}
+}
+
+func (l *eventLoop) run() {
+	runtime.LockOSThread()
+	events := make([]unix.EpollEvent, 128)
+	for {
+		// While sockets keep being ready, poll without giving up the
+		// processor; wait for the next one in an ordinary system call.
+		n, errno := epollWaitRaw(l.epfd, events)
+		if errno == 0 && n == 0 {
+			var err error
+			n, err = unix.EpollWait(l.epfd, events, -1)
+			if err != nil {
+				n = 0
+			}
+		}
+		for i := 0; i < n; i++ {
+			ev := events[i]
+			if int(ev.Fd) == l.wake {
+				var b [8]byte
+				_, _ = unix.Read(l.wake, b[:])
+				l.mu.Lock()
+				posted := l.posted
+				l.posted = nil
+				l.mu.Unlock()
+				for _, f := range posted {
+					f()
+				}
+				if l.stopping {
+					unix.Close(l.epfd)
+					unix.Close(l.wake)
+					close(l.stopped)
+					return
+				}
+				continue
+			}
+			c := l.conns[ev.Fd]
+			if c == nil || c.ls.ended {
+				continue
+			}
+			if ev.Events&unix.EPOLLOUT != 0 {
+				l.writable(c)
+			}
+			if !c.ls.ended && ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				l.readable(c, ev.Events)
+			}
+		}
+	}
+}
+
+func epollWaitRaw(epfd int, events []unix.EpollEvent) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	return int(r), e
+}
+
+// readable reads what c has and relays the whole messages in it.
+func (l *eventLoop) readable(c *loopConn, events uint32) {
+	ls := c.ls
+	if c.client && ls.uBlocked || !c.client && ls.cBlocked {
+		// Not asked for (the other side must take what it has first),
+		// but epoll reports a hang-up or an error anyway: that side is
+		// gone, and reading on would only pile its bytes up here.
+		if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			if c.client {
+				l.finish(ls, ls.ss.clientReadError(io.EOF), false)
+			} else {
+				l.finish(ls, ls.ss.upstreamReadError(io.EOF), false)
+			}
+		}
+		return
+	}
+	if cap(c.in)-len(c.in) < loopReadSize/2 {
+		c.compact(loopReadSize)
+	}
+	n, errno := rawRead(c.fd, c.in[len(c.in):cap(c.in)])
+	switch {
+	case errno == syscall.EAGAIN || errno == syscall.EINTR:
+		return
+	case errno != 0 || n == 0:
+		var err error = io.EOF
+		if errno != 0 {
+			err = errno
+		}
+		if c.client {
+			l.finish(ls, ls.ss.clientReadError(err), false)
+		} else {
+			l.finish(ls, ls.ss.upstreamReadError(err), false)
+		}
+		return
+	}
+	c.in = c.in[:len(c.in)+n]
+	if c.client {
+		ls.ss.lastClient.Store(time.Now().UnixNano())
+	}
+	l.relayIn(c)
+}
+
+// relayIn relays the whole messages in c.in and writes the result to the
+// other side.
+func (l *eventLoop) relayIn(c *loopConn) {
+	ls := c.ls
+	ss := ls.ss
+	for {
+		typ, body, n, err := wire.Frame(c.in[c.off:], c.maxLen)
+		if err != nil {
+			if c.client {
+				l.finish(ls, ss.clientReadError(err), false)
+			} else {
+				l.finish(ls, ss.upstreamReadError(err), false)
+			}
+			return
+		}
+		if n == 0 {
+			break
+		}
+		c.off += n
+		if c.client {
+			err = ss.fromClient(typ, body)
+		} else {
+			err = ss.fromUpstream(typ, body)
+		}
+		if err == nil && ss.killedRefusal() != nil {
+			err = errKilled // a failed audit write (recordRun) killed it
+		}
+		if err != nil {
+			if c.client && errors.Is(err, errClientTerminate) {
+				l.terminate(ls)
+				return
+			}
+			l.finish(ls, err, false)
+			return
+		}
+	}
+	if c.client {
+		l.flushUpstream(ls)
+	} else {
+		l.flushClient(ls)
+	}
+}
+
+// compact moves the unrelayed bytes to the front and makes room for at
+// least min more, or for the whole of a message already announced.
+func (c *loopConn) compact(min int) {
+	rest := c.in[c.off:]
+	need := len(rest) + min
+	if len(rest) >= 5 {
+		if l := int(int32(binary.BigEndian.Uint32(rest[1:]))); l > 0 && 1+l > len(rest) {
+			need = max(need, 1+l)
+		}
+	}
+	if cap(c.in) < need || cap(c.in) > 4*loopReadSize && need <= loopReadSize {
+		b := make([]byte, len(rest), max(need, loopReadSize))
+		copy(b, rest)
+		c.in = b
+	} else {
+		c.in = c.in[:copy(c.in, rest)]
+	}
+	c.off = 0
+}
+
+func (l *eventLoop) flushUpstream(ls *loopSession) {
+	ss := ls.ss
+	if len(ss.uw) == 0 {
+		return
+	}
+	w, errno := rawWrite(ls.upstream.fd, ss.uw)
+	if errno != 0 && errno != syscall.EAGAIN {
+		l.finish(ls, errUpstreamLost, false)
+		return
+	}
+	ss.uw = ss.uw[:copy(ss.uw, ss.uw[w:])]
+	if cap(ss.uw) > 4*flushAt && len(ss.uw) == 0 {
+		ss.uw = nil
+	}
+	if blocked := len(ss.uw) > 0; blocked != ls.uBlocked {
+		ls.uBlocked = blocked
+		l.interest(ls)
+	}
+}
+
+func (l *eventLoop) flushClient(ls *loopSession) {
+	ss := ls.ss
+	ss.cw.mu.Lock()
+	buf := ss.cw.buf
+	w, errno := 0, syscall.Errno(0)
+	if len(buf) > 0 {
+		w, errno = rawWrite(ls.client.fd, buf)
+		ss.cw.buf = buf[:copy(buf, buf[w:])]
+		if cap(ss.cw.buf) > 4*flushAt && len(ss.cw.buf) == 0 {
+			ss.cw.buf = nil
+		}
+	}
+	blocked := len(ss.cw.buf) > 0
+	ss.cw.mu.Unlock()
+	if errno != 0 && errno != syscall.EAGAIN {
+		l.finish(ls, errClientClosed, false)
+		return
+	}
+	if blocked != ls.cBlocked {
+		ls.cBlocked = blocked
+		l.interest(ls)
+	}
+}
+
+// interest tells epoll what the loop waits for on each side of ls: a side
+// whose output is blocked is watched for room, and the other side is not
+// read until there is (so a slow reader holds back its writer, and the
+// gateway's memory per session stays bounded).
+func (l *eventLoop) interest(ls *loopSession) {
+	for _, c := range []*loopConn{&ls.client, &ls.upstream} {
+		in, out := !ls.uBlocked, ls.cBlocked
+		if !c.client {
+			in, out = !ls.cBlocked, ls.uBlocked
+		}
+		var ev uint32
+		if in {
+			ev |= unix.EPOLLIN | unix.EPOLLRDHUP
+		}
+		if out {
+			ev |= unix.EPOLLOUT
+		}
+		if ev == c.events {
+			continue
+		}
+		c.events = ev
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &unix.EpollEvent{Events: ev, Fd: int32(c.fd)}); err != nil {
+			l.finish(ls, os.NewSyscallError("epoll_ctl", err), false)
+			return
+		}
+	}
+}
+
+// writable writes what waited for c, then relays what the other side
+// sent meanwhile.
+func (l *eventLoop) writable(c *loopConn) {
+	ls := c.ls
+	if c.client {
+		l.flushClient(ls)
+		if !ls.ended && !ls.cBlocked && len(ls.upstream.in) > ls.upstream.off {
+			l.relayIn(&ls.upstream)
+		}
+	} else {
+		l.flushUpstream(ls)
+		if !ls.ended && !ls.uBlocked && len(ls.client.in) > ls.client.off {
+			l.relayIn(&ls.client)
+		}
+	}
+}
+
+// terminate ends a session whose client said goodbye: what it sent
+// before goes upstream, which may then serve another session.
+func (l *eventLoop) terminate(ls *loopSession) {
+	ss := ls.ss
+	clean := true
+	if len(ss.uw) > 0 {
+		if err := writeAll(ls.upstream.fd, ss.uw); err != nil {
+			clean = false
+		}
+		ss.uw = ss.uw[:0]
+	}
+	// Upstream bytes not yet relayed: the connection is not between
+	// messages and cannot be reused.
+	clean = clean && len(ls.upstream.in) == ls.upstream.off
+	l.finish(ls, errClientTerminate, clean)
+}
+
+// finish takes ls off the loop and hands the session back to its
+// goroutine (Session.run), which ends it as the goroutine relay would.
+func (l *eventLoop) finish(ls *loopSession, err error, upstreamClean bool) {
+	if ls.ended {
+		return
+	}
+	ls.ended = true
+	for _, c := range []*loopConn{&ls.client, &ls.upstream} {
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+		delete(l.conns, int32(c.fd))
+	}
+	ss := ls.ss
+	if upstreamClean {
+		ss.upExit = errClientTerminate
+	} else {
+		ss.upExit = err
+	}
+	ls.restore()
+	ls.done <- err
+}
+
+// restore gives the sockets back to the session as net.Conns.
+func (ls *loopSession) restore() {
+	ss := ls.ss
+	// Nothing may write to the descriptors once they are handed back
+	// (their numbers may be reused at once): Kill and sendFatal write
+	// through ss.cw.conn, under ss.cw.mu.
+	ss.cw.mu.Lock()
+	ss.cw.conn = closedConn{}
+	ss.cw.mu.Unlock()
+	client := attach(ls.client.fd, "client")
+	up := attach(ls.upstream.fd, "upstream")
+	ss.mu.Lock()
+	ss.onLoop = nil
+	ss.client = client
+	ss.up.conn = up
+	ss.mu.Unlock()
+	ss.cw.mu.Lock()
+	ss.cw.conn = client
+	ss.cw.mu.Unlock()
+}
+
+func rawRead(fd int, b []byte) (int, syscall.Errno) {
+	if len(b) == 0 {
+		return 0, syscall.EAGAIN
+	}
+	r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), 0
+}
+
+func rawWrite(fd int, b []byte) (int, syscall.Errno) {
+	w := 0
+	for w < len(b) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[w])), uintptr(len(b)-w))
+		switch e {
+		case 0:
+			w += int(r)
+		case syscall.EINTR:
+		default:
+			return w, e
+		}
+	}
+	return w, 0
+}
+
+func writeAll(fd int, b []byte) error { return writeAllWithin(fd, b, 5*time.Second) }
+
+// writeAllWithin writes b, waiting for room at most d in all.
+func writeAllWithin(fd int, b []byte, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for len(b) > 0 {
+		w, errno := rawWrite(fd, b)
+		b = b[w:]
+		switch {
+		case errno == syscall.EAGAIN:
+			left := time.Until(deadline)
+			if left <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, int(left.Milliseconds())+1)
+		case errno != 0:
+			return errno
+		}
+	}
+	return nil
+}
+
+// fdConn lets Kill and sendFatal write a last message to a client on the
+// loop (under ss.cw.mu, through ss.cw.conn), waiting up to a second.
+type fdConn struct {
+	closedConn
+	fd int
+}
+
+func (c fdConn) Write(b []byte) (int, error) {
+	if err := writeAllWithin(c.fd, b, time.Second); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// closedConn stands in for a socket that could not be given back.
+type closedConn struct{ net.Conn }
+
+func (closedConn) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (closedConn) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (closedConn) Close() error                     { return nil }
+func (closedConn) SetDeadline(time.Time) error      { return nil }
+func (closedConn) SetReadDeadline(time.Time) error  { return nil }
+func (closedConn) SetWriteDeadline(time.Time) error { return nil }
+func (closedConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (closedConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+
+// stop ends ls from another goroutine (Session.Kill).
+func (ls *loopSession) stop() {
+	ls.loop.post(func() { ls.loop.finish(ls, errKilled, false) })
+}
