@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -94,4 +95,23 @@ func FuzzAppendString(f *testing.F) {
 			t.Fatalf("round trip %q -> %q, want %q", s, out, want)
 		}
 	})
+}
+
+func TestAppendMillisMatchesStrconv(t *testing.T) {
+	check := func(ms float64) {
+		t.Helper()
+		want := strconv.AppendFloat(nil, ms, 'f', -1, 64)
+		if got := appendMillis(nil, ms); string(got) != string(want) {
+			t.Fatalf("appendMillis(%v) = %s, strconv says %s", ms, got, want)
+		}
+	}
+	for us := int64(0); us < 200000; us++ {
+		check(float64(us) / 1000)
+	}
+	for _, us := range []int64{999999999, 1234567890123, 999999999999999, 1000000000000000, 123456789012345678} {
+		check(float64(us) / 1000)
+	}
+	for _, ms := range []float64{0.0001, 0.1234, 1e-9, 1.0000001, -0.5, -3, 1e300, 12.3456789} {
+		check(ms)
+	}
 }

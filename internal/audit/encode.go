@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -31,13 +32,36 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	}
 	if e.Duration != 0 {
 		b = append(b, `,"duration_ms":`...)
-		b = strconv.AppendFloat(b, e.Duration, 'f', -1, 64)
+		b = appendMillis(b, e.Duration)
 	}
 	b = appendField(b, "outcome", e.Outcome)
 	b = appendField(b, "sqlstate", e.SQLState)
 	b = appendField(b, "actor", e.Actor)
 	b = appendField(b, "method", e.Method)
 	return append(b, '}')
+}
+
+// appendMillis appends ms as strconv.AppendFloat(b, ms, 'f', -1, 64)
+// would. Durations are whole microseconds (ms = µs/1000), whose shortest
+// decimal form is the microseconds with the point moved three places (up
+// to 15 significant digits no shorter decimal names the same float64), so
+// they are written as integers; anything else goes to strconv.
+func appendMillis(b []byte, ms float64) []byte {
+	us := math.Round(ms * 1000)
+	if !(us >= 0 && us < 1e15 && us/1000 == ms) {
+		return strconv.AppendFloat(b, ms, 'f', -1, 64)
+	}
+	n := int64(us)
+	b = strconv.AppendInt(b, n/1000, 10)
+	f := n % 1000
+	if f == 0 {
+		return b
+	}
+	b = append(b, '.', byte('0'+f/100), byte('0'+f/10%10), byte('0'+f%10))
+	for b[len(b)-1] == '0' {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 func appendField(b []byte, key, v string) []byte {

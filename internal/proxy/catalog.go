@@ -54,17 +54,18 @@ func (c *catalogs) entry(db string) *catalogEntry {
 // catalog returns the database's catalog: loaded now if there is none or
 // DDL made it stale; refreshed in the background when it is older than
 // policy.catalog_refresh.
-func (s *Server) catalog(ctx context.Context, cfg *config.Config, u config.Upstream) (*sqlscope.Snapshot, error) {
+func (s *Server) catalog(cfg *config.Config, u config.Upstream) (*sqlscope.Snapshot, error) {
 	e := s.catalogs.entry(u.Database)
 	snap := e.snap.Load()
-	if snap != nil && !e.stale.Load() && time.Since(time.Unix(0, e.checked.Load())) > cfg.Policy.CatalogCheck.D() && e.checking.CompareAndSwap(false, true) {
+	now := time.Now().UnixNano() // one clock read per decision
+	if snap != nil && !e.stale.Load() && time.Duration(now-e.checked.Load()) > cfg.Policy.CatalogCheck.D() && e.checking.CompareAndSwap(false, true) {
 		// Due for a check: made before this decision (one short query
 		// every policy.catalog_check), so a change is not decided with
 		// the old catalog for longer than that.
 		s.checkCatalog(e, cfg, u)
 	}
 	if snap != nil && !e.stale.Load() {
-		if time.Since(time.Unix(0, e.loaded.Load())) > cfg.Policy.CatalogRefresh.D() && e.busy.CompareAndSwap(false, true) {
+		if time.Duration(now-e.loaded.Load()) > cfg.Policy.CatalogRefresh.D() && e.busy.CompareAndSwap(false, true) {
 			go func() {
 				defer e.busy.Store(false)
 				ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.UpstreamTimeout.D())
@@ -76,6 +77,10 @@ func (s *Server) catalog(ctx context.Context, cfg *config.Config, u config.Upstr
 		}
 		return snap, nil
 	}
+	// The deadline (and its timer) only when the catalog must be loaded
+	// now, not on every decision.
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.UpstreamTimeout.D())
+	defer cancel()
 	return s.reloadCatalog(ctx, e, cfg, u, time.Now())
 }
 

@@ -139,7 +139,11 @@ func (l *eventLoop) relay(ss *Session) error {
 		return err
 	}
 	ls := &loopSession{loop: l, ss: ss, done: make(chan error, 1)}
-	ls.client = loopConn{ls: ls, fd: cfd, in: ss.cr.Take(), maxLen: ss.cfg.Limits.MaxMessageBytes, client: true}
+	maxLen := ss.cfg.Limits.MaxMessageBytes
+	if maxLen <= 0 {
+		maxLen = wire.DefaultMaxMessageLen // as wire.NewReader
+	}
+	ls.client = loopConn{ls: ls, fd: cfd, in: ss.cr.Take(), maxLen: maxLen, client: true}
 	ls.upstream = loopConn{ls: ls, fd: ufd, in: ss.ur.Take(), maxLen: wire.DefaultMaxMessageLen}
 	ss.cw.mu.Lock()
 	ss.cw.conn = fdConn{fd: cfd}
@@ -340,6 +344,14 @@ func (l *eventLoop) relayIn(c *loopConn) {
 			}
 			l.finish(ls, err, false)
 			return
+		}
+	}
+	if c.off == len(c.in) {
+		// Everything relayed: the next read starts at the front, and a
+		// buffer grown for one big message is let go.
+		c.in, c.off = c.in[:0], 0
+		if cap(c.in) > 4*loopReadSize {
+			c.in = nil
 		}
 	}
 	if c.client {

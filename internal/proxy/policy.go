@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"strings"
 	"sync"
 
@@ -52,9 +51,7 @@ func (i *policyInspector) Statement(st *Statement) *Refusal {
 		return &Refusal{Code: codeInsufficientPrivilege, Reason: "no_role",
 			Message: "sekisho refused: the session's role is not configured", Hint: "Ask " + i.cfg.Contact + "."}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), i.cfg.Limits.UpstreamTimeout.D())
-	defer cancel()
-	cat, err := i.srv.catalog(ctx, i.cfg, i.up)
+	cat, err := i.srv.catalog(i.cfg, i.up)
 	if err != nil {
 		i.srv.log.Warn("catalog unavailable", "database", i.up.Database, "err", err)
 		return i.catalogRefusal()
@@ -110,9 +107,7 @@ func (i *policyInspector) Result(rd *pgproto3.RowDescription) (RowFilter, *Refus
 			// or by someone else just now): load the catalog again.
 			reloaded = true
 			i.srv.markCatalogStale(i.up.Database)
-			ctx, cancel := context.WithTimeout(context.Background(), i.cfg.Limits.UpstreamTimeout.D())
-			cat, err := i.srv.catalog(ctx, i.cfg, i.up)
-			cancel()
+			cat, err := i.srv.catalog(i.cfg, i.up)
 			if err != nil {
 				return nil, i.catalogRefusal()
 			}

@@ -480,3 +480,17 @@ func (s *slowReader) Read(b []byte) (int, error) {
 	}
 	return s.r.Read(b[:min(len(b), 4096)])
 }
+
+func TestTagRows(t *testing.T) {
+	for _, tc := range []struct {
+		tag  string
+		want int64
+	}{
+		{"SELECT 5\x00", 5}, {"INSERT 0 5\x00", 5}, {"COPY 733820\x00", 733820}, {"UPDATE 0", 0},
+		{"BEGIN\x00", 0}, {"SELECT \x00", 0}, {"SELECT x1\x00", 0}, {"FETCH 99999999999999999999999\x00", 0},
+	} {
+		if got := tagRows([]byte(tc.tag)); got != tc.want {
+			t.Errorf("tagRows(%q) = %d, want %d", tc.tag, got, tc.want)
+		}
+	}
+}

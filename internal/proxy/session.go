@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -297,6 +298,14 @@ func (ss *Session) Kill(r *Refusal) {
 	}
 	client.Close()
 	up.Close()
+}
+
+// cancelSoon cancels the upstream's statement without waiting for the
+// cancel's own connection: the relay (on the event loop, every session's)
+// goes on to end the session meanwhile, and end cancels again, in order,
+// before it closes the upstream.
+func (ss *Session) cancelSoon() {
+	go func() { _ = ss.cancelUpstream() }()
 }
 
 func (ss *Session) cancelUpstream() error {
@@ -684,7 +693,7 @@ func (ss *Session) upstreamReadError(err error) error {
 	}
 	if errors.Is(err, wire.ErrMessageTooLong) {
 		// Cancel first: the upstream is still producing it.
-		_ = ss.up.cancel()
+		ss.cancelSoon()
 		return ss.refuseFatal(&Refusal{Code: codeProgramLimitExceeded, Reason: "upstream_message_too_long",
 			Message: fmt.Sprintf("a message from the database server is larger than the gateway's limit of %d bytes", wire.DefaultMaxMessageLen),
 			Hint:    "Select fewer or smaller columns per row (for example substring() of large values)."})
@@ -724,7 +733,7 @@ func (ss *Session) fromUpstream(typ byte, body []byte) error {
 			// the inspector decided at the statement; a masked one
 			// always has the gateway's own Describe before it.
 			if us.cur == nil || us.cur.masked {
-				_ = ss.up.cancel()
+				ss.cancelSoon()
 				return ss.refuseFatal(&Refusal{Code: codeInsufficientPrivilege, Reason: "undescribed_rows",
 					Message: "sekisho stopped rows whose columns it had not seen described",
 					Hint:    "Reconnect and run the statement again."})
@@ -774,7 +783,7 @@ func (ss *Session) fromUpstream(typ byte, body []byte) error {
 			var ref *Refusal
 			us.filter, ref = ss.inspector.Result(m.(*pgproto3.RowDescription))
 			if ref != nil {
-				_ = ss.up.cancel()
+				ss.cancelSoon()
 				return ss.refuseFatal(ref)
 			}
 		}
@@ -974,9 +983,10 @@ func (ss *Session) recordRun(r *run, outcome string) {
 	if r.refusal != nil {
 		reason = r.refusal.Reason // which rule refused it (column_denied, masked_expression, ...)
 	}
-	err := ss.srv.record(audit.Event{Type: audit.Statement, Session: ss.id, User: ss.principal.User, Role: ss.principal.Role,
+	end := ss.srv.now()
+	err := ss.srv.record(audit.Event{Time: end, Type: audit.Statement, Session: ss.id, User: ss.principal.User, Role: ss.principal.Role,
 		Source: ss.principal.Source, Database: ss.principal.Database, Statement: r.text, Protocol: proto,
-		Rows: rows, Duration: ms(ss.srv.now().Sub(r.start)), Outcome: outcome, SQLState: r.err, Reason: reason})
+		Rows: rows, Duration: ms(end.Sub(r.start)), Outcome: outcome, SQLState: r.err, Reason: reason})
 	if err != nil {
 		// Fail closed: a session whose statements cannot be recorded ends
 		// rather than go on unaudited.
@@ -1039,12 +1049,18 @@ func (ss *Session) readyForQuery() {
 // tagRows reads the row count at the end of a CommandComplete tag
 // ("SELECT 5", "INSERT 0 5", "COPY 5").
 func tagRows(body []byte) int64 {
-	tag := strings.TrimRight(string(body), "\x00")
-	i := strings.LastIndexByte(tag, ' ')
+	tag := bytes.TrimRight(body, "\x00")
+	i := bytes.LastIndexByte(tag, ' ')
 	if i < 0 {
 		return 0
 	}
-	n, _ := strconv.ParseInt(tag[i+1:], 10, 64)
+	var n int64
+	for _, c := range tag[i+1:] {
+		if c < '0' || c > '9' || n > (1<<62)/10 {
+			return 0 // not a count (or absurdly large): as ParseInt's error
+		}
+		n = n*10 + int64(c-'0')
+	}
 	return n
 }
 
