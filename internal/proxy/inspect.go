@@ -57,6 +57,10 @@ type Statement struct {
 	Text string
 	// Redacted is Text with literal values replaced by placeholders.
 	Redacted string
+	// Shape is Text's literal shape (sqlscope.ShapeOf), which the
+	// redaction and decision caches share; a zero Shape is computed when
+	// needed.
+	Shape sqlscope.Shape
 	// Name is the prepared statement name of a Parse ("" is unnamed).
 	Name string
 	// Masked is set by the inspector: results may hold masked columns.

@@ -57,7 +57,10 @@ func (i *policyInspector) Statement(st *Statement) *Refusal {
 		return i.catalogRefusal()
 	}
 	i.cat = cat
-	d := i.srv.decisions.decide(i.cfg, i.pol, st.Principal.Role, st.Principal.Database, cat, st.Text)
+	if !st.Shape.Known {
+		st.Shape = sqlscope.ShapeOf(st.Text)
+	}
+	d := i.srv.decisions.decide(i.cfg, i.pol, st.Principal.Role, st.Principal.Database, cat, st.Text, st.Shape)
 	if d.Refusal != nil {
 		return fromPolicy(d.Refusal)
 	}
@@ -204,7 +207,12 @@ type decisionCache struct {
 	m  map[decisionKey]*cachedDecision
 }
 
-type decisionKey struct{ role, database, text string }
+// decisionKey: text is the statement's text, or its literal shape when
+// shaped (the two never collide).
+type decisionKey struct {
+	role, database, text string
+	shaped               bool
+}
 
 type cachedDecision struct {
 	cfg *config.Config
@@ -215,23 +223,26 @@ type cachedDecision struct {
 // maxCachedDecisions bounds the cache; when full it starts over.
 const maxCachedDecisions = 8192
 
-func (c *decisionCache) decide(cfg *config.Config, pol *policy.Policy, role, db string, cat *sqlscope.Snapshot, text string) policy.Decision {
+func (c *decisionCache) decide(cfg *config.Config, pol *policy.Policy, role, db string, cat *sqlscope.Snapshot, text string, sh sqlscope.Shape) policy.Decision {
 	// Statements that differ only in numeric literals (WHERE aid = 42,
 	// WHERE aid = 43) share a decision: the parser gives them the same
 	// tree but for those values, and no decision depends on a value —
 	// except a number that names an output column (ORDER BY 2), which
 	// the analysis flags and which is then cached by exact text only.
-	k := decisionKey{role, db, text}
+	if !sh.Known {
+		sh = sqlscope.ShapeOf(text)
+	}
+	k := decisionKey{role: role, database: db, text: text}
 	shaped := false
-	if shape, n, ok := sqlscope.LiteralShape(text); ok && n > 0 {
-		k.text, shaped = "\x01"+shape, true
+	if sh.OK && sh.N > 0 {
+		k.text, k.shaped, shaped = sh.Key, true, true
 	}
 	cacheable := len(text) <= 8192
 	if cacheable {
 		c.mu.Lock()
 		e, ok := c.m[k]
 		if !ok && shaped {
-			e, ok = c.m[decisionKey{role, db, text}]
+			e, ok = c.m[decisionKey{role: role, database: db, text: text}]
 		}
 		c.mu.Unlock()
 		if ok && e.cfg == cfg && e.cat == cat {
@@ -247,7 +258,7 @@ func (c *decisionCache) decide(cfg *config.Config, pol *policy.Policy, role, db 
 	}
 	for _, st := range sts {
 		if st.Positional && shaped {
-			k.text = text
+			k.text, k.shaped = text, false
 		}
 	}
 	if cacheable {

@@ -419,8 +419,9 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 			return ss.protocolError("malformed Query message")
 		}
 		text := m.(*pgproto3.Query).String
-		r := &run{kind: 'Q', text: sqlscope.Redact(text), start: ss.srv.now()}
-		st := &Statement{Kind: 'Q', Text: text, Redacted: r.text}
+		sh := sqlscope.ShapeOf(text)
+		r := &run{kind: 'Q', text: sqlscope.RedactShape(text, sh), start: ss.srv.now()}
+		st := &Statement{Kind: 'Q', Text: text, Redacted: r.text, Shape: sh}
 		if ref := ss.decide(st); ref != nil {
 			r.refusal, r.token = ref, ss.nextToken()
 			ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
@@ -435,14 +436,15 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 			return ss.protocolError("malformed Parse message")
 		}
 		p := m.(*pgproto3.Parse)
-		red := sqlscope.Redact(p.Query)
+		sh := sqlscope.ShapeOf(p.Query)
+		red := sqlscope.RedactShape(p.Query, sh)
 		var ref *Refusal
 		if _, known := stmts[p.Name]; !known && p.Name != "" && len(stmts) >= maxPreparedStatements {
 			ref = &Refusal{Code: codeProgramLimitExceeded, Reason: "too_many_prepared_statements",
 				Message: fmt.Sprintf("too many prepared statements in this session (the gateway keeps at most %d)", maxPreparedStatements),
 				Hint:    "Close (DEALLOCATE) prepared statements you no longer need, or reconnect."}
 		} else {
-			st := &Statement{Kind: 'P', Text: p.Query, Redacted: red, Name: p.Name}
+			st := &Statement{Kind: 'P', Text: p.Query, Redacted: red, Name: p.Name, Shape: sh}
 			ref = ss.decide(st)
 			if ref == nil {
 				stmts[p.Name] = prepared{text: red, masked: st.Masked, forgets: st.Forgets}

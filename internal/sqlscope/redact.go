@@ -13,14 +13,39 @@ import (
 // placeholder ($1, $2, ...), as pg_stat_statements shows it. Text that the
 // parser cannot read is not returned at all (it could hold a value): the
 // result then says only that it was unparsable and how long it was.
-func Redact(sql string) string {
-	if v, ok := exactCache.get(sql); ok {
-		return v
+func Redact(sql string) string { return RedactShape(sql, ShapeOf(sql)) }
+
+// Shape is a statement's literal shape (see LiteralShape), computed once
+// per statement for both the redaction and the decision caches.
+type Shape struct {
+	Key string // the text with each numeric literal replaced by NUL
+	N   int    // how many numeric literals
+	OK  bool   // the text has a shape (see literalShape)
+	// Known: the fields above were computed (a zero Shape was not).
+	Known bool
+}
+
+// ShapeOf computes sql's Shape.
+func ShapeOf(sql string) Shape {
+	key, n, ok := literalShape(sql)
+	return Shape{Key: key, N: n, OK: ok, Known: true}
+}
+
+// RedactShape is Redact for a statement whose Shape is known.
+func RedactShape(sql string, sh Shape) string {
+	if !sh.Known {
+		sh = ShapeOf(sql)
+	}
+	key, n, shaped := sh.Key, sh.N, sh.OK
+	if !shaped || n == 0 {
+		// Only such texts are cached by exact text (below).
+		if v, ok := exactCache.get(sql); ok {
+			return v
+		}
 	}
 	// Statements that differ only in numeric literals (an application's
 	// "WHERE id = 42", "WHERE id = 43") share one parser result: see
 	// literalShape for why that result is the same for every such text.
-	key, n, shaped := literalShape(sql)
 	if shaped && n > 0 {
 		if v, ok := shapeCache.get(key); ok {
 			return v
