@@ -42,6 +42,7 @@ import (
 
 var (
 	seconds  = flag.Int("seconds", 10, "duration of each pgbench run")
+	rounds   = flag.Int("rounds", 3, "rounds of the TPS and latency runs; each round runs every target once, in a rotating order")
 	scale    = flag.Int("scale", 10, "pgbench scale factor")
 	hcpRows  = flag.Int("hcp-rows", demodata.HCPRows, "rows in hcp")
 	outDir   = flag.String("out", "bench/out", "where logs go")
@@ -190,38 +191,43 @@ func run() error {
 	if !*skipTPS {
 		step("pgbench -S")
 		r.line("### pgbench -S (TPS; ratios to direct and to pgbouncer)\n")
-		r.line("go-relay is bench/relay: io.Copy both ways, nothing else — the cost of Go's network stack alone.\n")
+		r.line("go-relay is bench/relay: io.Copy both ways, nothing else — the cost of Go's network stack alone.")
+		r.line(fmt.Sprintf("Each row: %d rounds; a round runs every target once (%d s each), starting with a different one each round.", *rounds, *seconds))
+		r.line("TPS columns are medians over the rounds; ratio columns are medians of the ratios within each round,")
+		r.line("so a slow minute of this shared VM weighs on both sides of a ratio.\n")
 		r.line("| mode | clients | direct | sekisho | pgbouncer | go-relay | sekisho/direct | sekisho/pgbouncer | pgbouncer/direct | sekisho/go-relay |")
 		r.line("|---|---|---|---|---|---|---|---|---|---|")
+		row := func(label string, c int, args ...string) {
+			tps, ratio := interleaved(targets, func(tg target) float64 { return pgbench(tg.url, args...) })
+			r.line(fmt.Sprintf("| %s | %d | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f |", label, c, tps["direct"], tps["sekisho"], tps["pgbouncer"], tps["go-relay"],
+				ratio("sekisho", "direct"), ratio("sekisho", "pgbouncer"), ratio("pgbouncer", "direct"), ratio("sekisho", "go-relay")))
+		}
 		for _, mode := range []string{"simple", "extended", "prepared"} {
 			for _, c := range []int{1, 8, 32} {
-				tps := map[string]float64{}
-				for _, tg := range targets {
-					tps[tg.name] = pgbench(tg.url, "-S", "-M", mode, "-c", strconv.Itoa(c), "-j", strconv.Itoa(min(c, 2)))
-				}
-				r.line(fmt.Sprintf("| %s | %d | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f |", mode, c, tps["direct"], tps["sekisho"], tps["pgbouncer"], tps["go-relay"],
-					tps["sekisho"]/tps["direct"], tps["sekisho"]/tps["pgbouncer"], tps["pgbouncer"]/tps["direct"], tps["sekisho"]/tps["go-relay"]))
+				row(mode, c, "-S", "-M", mode, "-c", strconv.Itoa(c), "-j", strconv.Itoa(min(c, 2)))
 			}
 		}
 		step("pgbench -S -C")
-		tps := map[string]float64{}
-		for _, tg := range targets {
-			tps[tg.name] = pgbench(tg.url, "-S", "-C", "-c", "8", "-j", "2")
-		}
-		r.line(fmt.Sprintf("| simple, new connection per transaction (-C) | 8 | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f |", tps["direct"], tps["sekisho"], tps["pgbouncer"], tps["go-relay"],
-			tps["sekisho"]/tps["direct"], tps["sekisho"]/tps["pgbouncer"], tps["pgbouncer"]/tps["direct"], tps["sekisho"]/tps["go-relay"]))
+		row("simple, new connection per transaction (-C)", 8, "-S", "-C", "-c", "8", "-j", "2")
 
 		step("latency, 1 client, prepared")
 		r.line("\n### pgbench -S -M prepared, 1 client: per-transaction latency (µs)\n")
+		r.line(fmt.Sprintf("Medians over %d interleaved rounds of the per-run median and p99.\n", *rounds))
 		r.line("| target | median | p99 | median minus direct |")
 		r.line("|---|---|---|---|")
-		var directMedian float64
-		for _, tg := range targets {
-			med, p99 := pgbenchLatency(tg.url, work)
-			if tg.name == "direct" {
-				directMedian = med
+		meds, p99s := map[string][]float64{}, map[string][]float64{}
+		for round := range *rounds {
+			for i := range targets {
+				tg := targets[(i+round)%len(targets)]
+				med, p99 := pgbenchLatency(tg.url, work)
+				meds[tg.name] = append(meds[tg.name], med)
+				p99s[tg.name] = append(p99s[tg.name], p99)
 			}
-			r.line(fmt.Sprintf("| %s | %.0f | %.0f | %+.0f |", tg.name, med, p99, med-directMedian))
+		}
+		directMedian := median(meds["direct"])
+		for _, tg := range targets {
+			med := median(meds[tg.name])
+			r.line(fmt.Sprintf("| %s | %.0f | %.0f | %+.0f |", tg.name, med, median(p99s[tg.name]), med-directMedian))
 		}
 	}
 
@@ -520,6 +526,45 @@ func stopProc(c *exec.Cmd) {
 	case <-time.After(5 * time.Second):
 		c.Process.Kill()
 	}
+}
+
+// interleaved runs measure for every target, *rounds times, rotating which
+// target goes first, and returns each target's median and a function for
+// the median over rounds of the ratio between two targets in one round.
+func interleaved(targets []target, measure func(target) float64) (map[string]float64, func(a, b string) float64) {
+	runs := map[string][]float64{}
+	for round := range *rounds {
+		for i := range targets {
+			tg := targets[(i+round)%len(targets)]
+			runs[tg.name] = append(runs[tg.name], measure(tg))
+		}
+	}
+	med := map[string]float64{}
+	for k, v := range runs {
+		med[k] = median(v)
+	}
+	ratio := func(a, b string) float64 {
+		var rs []float64
+		for i := range runs[a] {
+			if i < len(runs[b]) && runs[b][i] > 0 {
+				rs = append(rs, runs[a][i]/runs[b][i])
+			}
+		}
+		return median(rs)
+	}
+	return med, ratio
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func pgbench(url string, args ...string) float64 {

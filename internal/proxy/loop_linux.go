@@ -43,6 +43,7 @@ type eventLoop struct {
 
 	mu     sync.Mutex
 	posted []func()
+	dead   bool // stopped: post does nothing
 
 	conns map[int32]*loopConn // loop thread only
 }
@@ -105,10 +106,16 @@ func (l *eventLoop) close() {
 }
 
 // post runs f on the loop thread.
+// Nothing runs once the loop has stopped (a late Kill of a session
+// that already ended): the eventfd's number may belong to another file
+// by then, so it is written under mu, which the loop holds to stop.
 func (l *eventLoop) post(f func()) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dead {
+		return
+	}
 	l.posted = append(l.posted, f)
-	l.mu.Unlock()
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
 	_, _ = unix.Write(l.wake, one[:])
@@ -242,8 +249,11 @@ func (l *eventLoop) run() {
 					f()
 				}
 				if l.stopping {
+					l.mu.Lock()
+					l.dead = true
 					unix.Close(l.epfd)
 					unix.Close(l.wake)
+					l.mu.Unlock()
 					close(l.stopped)
 					return
 				}
