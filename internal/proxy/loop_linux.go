@@ -35,6 +35,12 @@ import (
 // releasing its processor only while sockets keep being ready; when
 // nothing is, it waits in an ordinary system call, so the runtime can give
 // the processor to other goroutines.
+//
+// What runs on the loop holds up every session on it: a decision that
+// must load or check the catalog (queries to the database, at most every
+// policy.catalog_check), the parse of a statement not in the decision
+// cache (tens of microseconds), and a last message to a client that does
+// not read (at most a second). Cancels go on their own goroutines.
 type eventLoop struct {
 	epfd     int
 	wake     int // an eventfd: post writes it, the loop reads it
