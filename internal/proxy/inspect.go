@@ -42,6 +42,14 @@ type Inspector interface {
 	Message(e *pgproto3.ErrorResponse) bool
 }
 
+// resultPasser is an Inspector that can tell, for the whole session, that
+// Result would return no filter and no refusal and Message would change
+// nothing: the relay then skips decoding RowDescriptions, errors and
+// notices for it.
+type resultPasser interface {
+	PassesResults() bool
+}
+
 // RowFilter rewrites one result row in place (values are the column values
 // in the row's format; nil is SQL NULL). A non-nil Refusal ends the
 // statement: the row is not sent.

@@ -92,6 +92,11 @@ type maskedColumn struct {
 	format int16
 }
 
+// PassesResults reports that Result and Message change nothing for this
+// session (its role masks and denies nothing), so the relay need not
+// decode results for them (see resultPasser).
+func (i *policyInspector) PassesResults() bool { return !i.restricted }
+
 // Result implements Inspector: it finds each result column's origin and
 // the role's rule for it, and masks the rows accordingly.
 func (i *policyInspector) Result(rd *pgproto3.RowDescription) (RowFilter, *Refusal) {

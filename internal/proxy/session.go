@@ -40,6 +40,9 @@ type Session struct {
 	id        uint64
 	principal Principal
 	inspector Inspector
+	// passesResults: the inspector changes no result of this session
+	// (see resultPasser).
+	passesResults bool
 
 	client net.Conn
 	cr     *wire.Reader
@@ -105,6 +108,16 @@ type run struct {
 	token   string
 }
 
+// The runs that only mark a place in the queue carry nothing of their
+// own, so every session shares one of each (they are never written to:
+// only Query, Execute and refused-Parse runs are).
+var (
+	syncRun        = &run{kind: 'S'}
+	describeRun    = &run{kind: 'D'}
+	ownDescribeRun = &run{kind: 'd'}
+	copyEndRun     = &run{kind: 'c'}
+)
+
 type clientWriter struct {
 	mu   sync.Mutex
 	conn net.Conn
@@ -144,6 +157,9 @@ func newSession(s *Server, cfg *config.Config, p Principal, client net.Conn, cr 
 	cr.SetMaxLen(cfg.Limits.MaxMessageBytes)
 	if s.inspect != nil {
 		ss.inspector = s.inspect(p)
+		if rp, ok := ss.inspector.(resultPasser); ok {
+			ss.passesResults = rp.PassesResults()
+		}
 	}
 	return ss
 }
@@ -463,18 +479,18 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)
 		}
 	case 'B':
-		m, derr := dec.Decode(typ, body)
+		// Only the names matter here; the message goes on as it came.
+		portal, stmt, derr := wire.BindNames(body)
 		if derr != nil {
 			return ss.protocolError("malformed Bind message")
 		}
-		b := m.(*pgproto3.Bind)
 		if len(portals) >= maxPreparedStatements {
 			// Portals die with their transaction upstream, which the
 			// gateway does not track; forgetting them only loses the
 			// statement text of their audit events.
 			clear(portals)
 		}
-		pr, ok := stmts[b.PreparedStatement]
+		pr, ok := stmts[string(stmt)]
 		if !ok {
 			// Not prepared through this protocol: a statement made
 			// with SQL PREPARE (they share PostgreSQL's namespace),
@@ -482,15 +498,14 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 			pr = prepared{text: "(statement prepared with SQL PREPARE)", masked: true}
 		}
 		pr.epoch = cs.epoch
-		portals[b.DestinationPortal] = pr
+		portals[string(portal)] = pr
 		ss.uw = wire.AppendFrame(ss.uw, typ, body)
 	case 'E':
-		m, derr := dec.Decode(typ, body)
+		pname, derr := wire.ExecutePortal(body)
 		if derr != nil {
 			return ss.protocolError("malformed Execute message")
 		}
-		portal := m.(*pgproto3.Execute).Portal
-		pr, ok := portals[portal]
+		pr, ok := portals[string(pname)]
 		if !ok {
 			pr = prepared{text: "(portal not known to the gateway)", masked: true}
 		}
@@ -506,8 +521,8 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 			// asked before binding, when formats were not yet known):
 			// describe the portal first. Its answer goes to the
 			// inspector only.
-			ss.uw, _ = (&pgproto3.Describe{ObjectType: 'P', Name: portal}).Encode(ss.uw)
-			ss.enqueue(&run{kind: 'd'}, false)
+			ss.uw, _ = (&pgproto3.Describe{ObjectType: 'P', Name: string(pname)}).Encode(ss.uw)
+			ss.enqueue(ownDescribeRun, false)
 		}
 		ss.enqueue(&run{kind: 'E', text: pr.text, start: ss.srv.now(), masked: pr.masked}, false)
 		ss.uw = wire.AppendFrame(ss.uw, typ, body)
@@ -528,7 +543,7 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 		inCopy := ss.copyIn
 		ss.mu.Unlock()
 		if !inCopy {
-			ss.enqueue(&run{kind: 'S'}, true)
+			ss.enqueue(syncRun, true)
 		}
 		ss.uw = wire.AppendFrame(ss.uw, typ, body)
 	case 'F':
@@ -554,12 +569,12 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 		} else {
 			// The CopyInResponse has not arrived yet (the client is
 			// ahead): leave a marker for copyInStarted.
-			ss.runs = append(ss.runs, &run{kind: 'c'})
+			ss.runs = append(ss.runs, copyEndRun)
 		}
 		ss.mu.Unlock()
 		ss.uw = wire.AppendFrame(ss.uw, typ, body)
 	case 'D':
-		ss.enqueue(&run{kind: 'D'}, false)
+		ss.enqueue(describeRun, false)
 		ss.uw = wire.AppendFrame(ss.uw, typ, body)
 	case 'H', 'd':
 		ss.uw = wire.AppendFrame(ss.uw, typ, body)
@@ -777,7 +792,7 @@ func (ss *Session) fromUpstream(typ byte, body []byte) error {
 			break
 		}
 		us.filter, us.described = nil, true
-		if ss.inspector != nil {
+		if ss.inspector != nil && !ss.passesResults {
 			m, derr := dec.Decode(typ, body)
 			if derr != nil {
 				return errUpstreamLost
@@ -848,7 +863,7 @@ func (ss *Session) fromUpstream(typ byte, body []byte) error {
 			return errUpstreamLost
 		}
 	case 'N':
-		if ss.inspector != nil {
+		if ss.inspector != nil && !ss.passesResults {
 			m, derr := dec.Decode(typ, body)
 			if derr != nil {
 				return errUpstreamLost

@@ -82,7 +82,8 @@ func literalShape(sql string) (key string, n int, ok bool) {
 	if len(sql) > maxCachedText {
 		return "", 0, false
 	}
-	b := make([]byte, 0, len(sql))
+	var buf [256]byte // on the stack for the usual short statement
+	b := buf[:0]
 	isIdent := func(c byte) bool {
 		return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 	}

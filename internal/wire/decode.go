@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -148,4 +150,75 @@ func (d *BackendDecoder) Decode(typ byte, body []byte) (pgproto3.BackendMessage,
 		return nil, fmt.Errorf("backend message %q: %w", typ, ErrMalformed)
 	}
 	return msg, nil
+}
+
+// BindNames reads a Bind body's portal and statement names and checks the
+// rest of its layout as pgproto3's Bind.Decode does, without copying or
+// allocating: the relay decides by the names alone and forwards the
+// message as it came. The names alias body.
+func BindNames(body []byte) (portal, statement []byte, err error) {
+	bad := fmt.Errorf("Bind: %w", ErrMalformed)
+	rest := body
+	cstring := func() ([]byte, bool) {
+		i := bytes.IndexByte(rest, 0)
+		if i < 0 {
+			return nil, false
+		}
+		s := rest[:i]
+		rest = rest[i+1:]
+		return s, true
+	}
+	u16 := func() (int, bool) {
+		if len(rest) < 2 {
+			return 0, false
+		}
+		n := int(binary.BigEndian.Uint16(rest))
+		rest = rest[2:]
+		return n, true
+	}
+	var ok bool
+	if portal, ok = cstring(); !ok {
+		return nil, nil, bad
+	}
+	if statement, ok = cstring(); !ok {
+		return nil, nil, bad
+	}
+	formats, ok := u16()
+	if !ok || len(rest) < 2*formats {
+		return nil, nil, bad
+	}
+	rest = rest[2*formats:]
+	params, ok := u16()
+	if !ok {
+		return nil, nil, bad
+	}
+	for range params {
+		if len(rest) < 4 {
+			return nil, nil, bad
+		}
+		n := int(int32(binary.BigEndian.Uint32(rest)))
+		rest = rest[4:]
+		if n == -1 {
+			continue
+		}
+		if n < 0 || len(rest) < n {
+			return nil, nil, bad
+		}
+		rest = rest[n:]
+	}
+	results, ok := u16()
+	if !ok || len(rest) < 2*results {
+		return nil, nil, bad
+	}
+	return portal, statement, nil
+}
+
+// ExecutePortal reads an Execute body's portal name as pgproto3's
+// Execute.Decode does, without allocating. The name aliases body.
+func ExecutePortal(body []byte) ([]byte, error) {
+	i := bytes.IndexByte(body, 0)
+	if i < 0 || len(body)-i-1 < 4 {
+		return nil, fmt.Errorf("Execute: %w", ErrMalformed)
+	}
+	return body[:i], nil
 }

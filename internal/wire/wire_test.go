@@ -248,3 +248,32 @@ func FuzzFrame(f *testing.F) {
 		}
 	})
 }
+
+// FuzzBindExecuteNames checks BindNames and ExecutePortal against
+// pgproto3's decoders: the same verdict, the same names.
+func FuzzBindExecuteNames(f *testing.F) {
+	for _, m := range []pgproto3.FrontendMessage{
+		&pgproto3.Bind{DestinationPortal: "p", PreparedStatement: "s", ParameterFormatCodes: []int16{1}, Parameters: [][]byte{[]byte("42"), nil}, ResultFormatCodes: []int16{0, 1}},
+		&pgproto3.Bind{},
+		&pgproto3.Execute{Portal: "p", MaxRows: 5},
+	} {
+		b, _ := m.Encode(nil)
+		f.Add(b[5:])
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var b pgproto3.Bind
+		portal, stmt, err := BindNames(body)
+		if derr := b.Decode(body); (derr == nil) != (err == nil) {
+			t.Fatalf("Bind: pgproto3 says %v, BindNames says %v", derr, err)
+		} else if err == nil && (string(portal) != b.DestinationPortal || string(stmt) != b.PreparedStatement) {
+			t.Fatalf("Bind names %q %q, pgproto3 %q %q", portal, stmt, b.DestinationPortal, b.PreparedStatement)
+		}
+		var e pgproto3.Execute
+		p, err := ExecutePortal(body)
+		if derr := e.Decode(body); (derr == nil) != (err == nil) {
+			t.Fatalf("Execute: pgproto3 says %v, ExecutePortal says %v", derr, err)
+		} else if err == nil && string(p) != e.Portal {
+			t.Fatalf("Execute portal %q, pgproto3 %q", p, e.Portal)
+		}
+	})
+}
