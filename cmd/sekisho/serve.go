@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -91,6 +92,11 @@ type gateway struct {
 }
 
 func startGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (*gateway, error) {
+	// The Go collector runs when the heap has grown by limits.gc_percent
+	// since the last collection; the environment's GOGC, when set, wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.Limits.GCPercent)
+	}
 	for _, u := range cfg.Upstreams {
 		if _, err := u.Password(); err != nil {
 			return nil, hintError{err, "the config names where the gateway's upstream password is; create that file (mode 0600) or set that variable"}

@@ -80,6 +80,7 @@ roles:
     networks: [10.0.0.0/33, "not-an-address"]
     hours: {days: [funday], from: "25:00", to: "8pm"}
 account_lifetime: {contractor: 0s, robot: 1d}
+limits: {relay: epoll, gc_percent: 5}
 upstreams:
   - {database: pharma, host: db, user: gw, tls: sometimes}
   - {database: pharma, host: db, user: gw, password_env: A, password_file: b}
@@ -100,6 +101,8 @@ upstreams:
 		`tls "sometimes"`,
 		"exactly one of password_file or password_env",
 		`"pharma": listed twice`,
+		`limits.relay "epoll"`,
+		"limits.gc_percent 5",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)
