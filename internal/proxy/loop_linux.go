@@ -144,10 +144,15 @@ func loopable(ss *Session) bool {
 func (l *eventLoop) relay(ss *Session) error {
 	cfd, err := detach(ss.client)
 	if err != nil {
+		ss.srv.log.Error("event loop: taking the client socket failed", "session", ss.id, "err", err)
+		ss.sendFatal(loopRefusal())
 		return err
 	}
 	ufd, err := detach(ss.up.conn)
 	if err != nil {
+		ss.srv.log.Error("event loop: taking the upstream socket failed", "session", ss.id, "err", err)
+		b, _ := loopRefusal().ErrorResponse().Encode(nil)
+		_ = writeAllWithin(cfd, b, time.Second)
 		unix.Close(cfd)
 		return err
 	}
@@ -214,7 +219,7 @@ func (l *eventLoop) start(ls *loopSession) {
 	for _, c := range []*loopConn{&ls.client, &ls.upstream} {
 		c.events = unix.EPOLLIN | unix.EPOLLRDHUP
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &unix.EpollEvent{Events: c.events, Fd: int32(c.fd)}); err != nil {
-			l.finish(ls, os.NewSyscallError("epoll_ctl", err), false)
+			l.fail(ls, os.NewSyscallError("epoll_ctl", err))
 			return
 		}
 		l.conns[int32(c.fd)] = c
@@ -463,7 +468,7 @@ func (l *eventLoop) interest(ls *loopSession) {
 		}
 		c.events = ev
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &unix.EpollEvent{Events: ev, Fd: int32(c.fd)}); err != nil {
-			l.finish(ls, os.NewSyscallError("epoll_ctl", err), false)
+			l.fail(ls, os.NewSyscallError("epoll_ctl", err))
 			return
 		}
 	}
@@ -501,6 +506,22 @@ func (l *eventLoop) terminate(ls *loopSession) {
 	// messages and cannot be reused.
 	clean = clean && len(ls.upstream.in) == ls.upstream.off
 	l.finish(ls, errClientTerminate, clean)
+}
+
+// fail ends ls after the system refused the loop something (epoll_ctl):
+// the client is told, and the server log says what failed.
+func (l *eventLoop) fail(ls *loopSession, err error) {
+	ls.ss.srv.log.Error("event loop failed a session", "session", ls.ss.id, "err", err)
+	ls.ss.sendFatal(loopRefusal())
+	l.finish(ls, err, false)
+}
+
+// loopRefusal is what a client hears when the gateway itself could not
+// go on relaying its session.
+func loopRefusal() *Refusal {
+	return &Refusal{Code: codeConnectionFailure, Reason: "relay_failed", Fatal: true,
+		Message: "sekisho could not go on relaying this session (a system call failed in the gateway)",
+		Hint:    "Reconnect; if it happens again, the gateway's log says which call failed."}
 }
 
 // finish takes ls off the loop and hands the session back to its
