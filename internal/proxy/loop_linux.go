@@ -21,10 +21,10 @@ import (
 	"github.com/sekisho/sekisho/internal/wire"
 )
 
-// eventLoop relays plaintext sessions (no TLS on either side) on one OS
-// thread with its own epoll set, as pgbouncer does: one wake-up serves
-// every socket that became ready, a socket is read only when it has
-// something, and no goroutine is scheduled per message. The messages go
+// eventLoop relays plaintext sessions (no TLS on either side) on one
+// goroutine with its own epoll set, as pgbouncer does on one thread: one
+// wake-up serves every socket that became ready, a socket is read only
+// when it has something, and no goroutine is scheduled per message. The messages go
 // through the same fromClient and fromUpstream as in the goroutine relay;
 // only the reading, writing and waiting differ.
 //
@@ -32,9 +32,10 @@ import (
 // crypto/tls needs a blocking connection.
 //
 // The loop uses raw system calls (see internal/netio) and waits without
-// releasing its processor only while sockets keep being ready; when
-// nothing is, it waits in an ordinary system call, so the runtime can give
-// the processor to other goroutines.
+// releasing its processor only while several sockets at a time are ready;
+// otherwise it waits in an ordinary system call, so the runtime can give
+// the processor to other goroutines. It is not locked to a thread, and
+// yields every few milliseconds (see run).
 //
 // What runs on the loop holds up every session on it: a decision that
 // must load or check the catalog (queries to the database, at most every
@@ -51,7 +52,7 @@ type eventLoop struct {
 	posted []func()
 	dead   bool // stopped: post does nothing
 
-	conns map[int32]*loopConn // loop thread only
+	conns []*loopConn // by descriptor; loop thread only
 }
 
 // loopSession is a session while the loop relays it.
@@ -95,7 +96,7 @@ func newEventLoop() (*eventLoop, error) {
 		unix.Close(wake)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
-	l := &eventLoop{epfd: epfd, wake: wake, conns: map[int32]*loopConn{}, stopped: make(chan struct{})}
+	l := &eventLoop{epfd: epfd, wake: wake, stopped: make(chan struct{})}
 	go l.run()
 	return l, nil
 }
@@ -104,6 +105,9 @@ func newEventLoop() (*eventLoop, error) {
 func (l *eventLoop) close() {
 	l.post(func() {
 		for _, c := range l.conns {
+			if c == nil {
+				continue
+			}
 			l.finish(c.ls, errKilled, false)
 		}
 		l.stopping = true
@@ -222,7 +226,10 @@ func (l *eventLoop) start(ls *loopSession) {
 			l.fail(ls, os.NewSyscallError("epoll_ctl", err))
 			return
 		}
-		l.conns[int32(c.fd)] = c
+		for c.fd >= len(l.conns) {
+			l.conns = append(l.conns, nil)
+		}
+		l.conns[c.fd] = c
 	}
 	// Bytes that came with the startup (a pipelined first query).
 	if len(ls.client.in) > 0 {
@@ -233,13 +240,32 @@ func (l *eventLoop) start(ls *loopSession) {
 	}
 }
 
+// loopYieldEvery is how often the loop yields its processor (see run).
+const loopYieldEvery = 5 * time.Millisecond
+
 func (l *eventLoop) run() {
-	runtime.LockOSThread()
 	events := make([]unix.EpollEvent, 128)
+	busy := false
+	lastYield := time.Now()
 	for {
-		// While sockets keep being ready, poll without giving up the
-		// processor; wait for the next one in an ordinary system call.
-		n, errno := epollWaitRaw(l.epfd, events)
+		// The runtime takes a goroutine that has run for 10 ms without
+		// being scheduled for a runaway: a signal to preempt it, its
+		// processor taken from it in the middle of a wait, and the
+		// runtime's monitor thread waking every 20 µs for a while after.
+		// System calls do not count as being scheduled, so the loop,
+		// which otherwise never gives way, yields now and then.
+		if now := time.Now(); now.Sub(lastYield) > loopYieldEvery {
+			runtime.Gosched()
+			lastYield = now
+		}
+		// While several sockets at a time are ready, poll without giving
+		// up the processor; otherwise (and when that poll finds nothing)
+		// wait in an ordinary system call. A lone session would otherwise
+		// pay two calls per wake-up, the poll finding nothing each time.
+		n, errno := 0, syscall.Errno(0)
+		if busy {
+			n, errno = epollWaitRaw(l.epfd, events)
+		}
 		if errno == 0 && n == 0 {
 			var err error
 			n, err = unix.EpollWait(l.epfd, events, -1)
@@ -247,6 +273,7 @@ func (l *eventLoop) run() {
 				n = 0
 			}
 		}
+		busy = n > 1
 		for i := 0; i < n; i++ {
 			ev := events[i]
 			if int(ev.Fd) == l.wake {
@@ -270,7 +297,10 @@ func (l *eventLoop) run() {
 				}
 				continue
 			}
-			c := l.conns[ev.Fd]
+			var c *loopConn
+			if int(ev.Fd) < len(l.conns) {
+				c = l.conns[ev.Fd]
+			}
 			if c == nil || c.ls.ended {
 				continue
 			}
@@ -355,7 +385,7 @@ func (l *eventLoop) relayIn(c *loopConn) {
 		} else {
 			err = ss.fromUpstream(typ, body)
 		}
-		if err == nil && ss.killedRefusal() != nil {
+		if err == nil && ss.wasKilled.Load() {
 			err = errKilled // a failed audit write (recordRun) killed it
 		}
 		if err != nil {
@@ -533,7 +563,7 @@ func (l *eventLoop) finish(ls *loopSession, err error, upstreamClean bool) {
 	ls.ended = true
 	for _, c := range []*loopConn{&ls.client, &ls.upstream} {
 		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
-		delete(l.conns, int32(c.fd))
+		l.conns[c.fd] = nil
 	}
 	ss := ls.ss
 	if upstreamClean {
@@ -570,20 +600,16 @@ func rawRead(fd int, b []byte) (int, syscall.Errno) {
 	if len(b) == 0 {
 		return 0, syscall.EAGAIN
 	}
-	r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), 0
+	return netio.Recv(uintptr(fd), b)
 }
 
 func rawWrite(fd int, b []byte) (int, syscall.Errno) {
 	w := 0
 	for w < len(b) {
-		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[w])), uintptr(len(b)-w))
+		r, e := netio.Send(uintptr(fd), b[w:])
 		switch e {
 		case 0:
-			w += int(r)
+			w += r
 		case syscall.EINTR:
 		default:
 			return w, e

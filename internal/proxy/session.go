@@ -66,6 +66,9 @@ type Session struct {
 	pending int    // Query, Sync and FunctionCall messages not yet answered by ReadyForQuery
 	runs    []*run // statements in the order the upstream will answer them
 	killed  *Refusal
+	// wasKilled is set with killed: the relay checks it after every
+	// message, without the lock.
+	wasKilled atomic.Bool
 	// handedOff: the upstream connection went back for reuse; nothing of
 	// this session (Kill, a cancel) may touch it any more. Set under mu
 	// and cancelMu, which a cancel in flight holds.
@@ -298,6 +301,7 @@ func (ss *Session) Kill(r *Refusal) {
 		return
 	}
 	ss.killed = r
+	ss.wasKilled.Store(true)
 	client, up, ls := ss.client, ss.up.conn, ss.onLoop
 	ss.mu.Unlock()
 	// The deadline goes on before the lock: a relay blocked writing to a

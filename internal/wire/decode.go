@@ -152,12 +152,20 @@ func (d *BackendDecoder) Decode(typ byte, body []byte) (pgproto3.BackendMessage,
 	return msg, nil
 }
 
+// errBind and errExecute are made once: BindNames and ExecutePortal run for
+// every extended-protocol statement, and fmt.Errorf there cost more than
+// the decoding itself.
+var (
+	errBind    = fmt.Errorf("Bind: %w", ErrMalformed)
+	errExecute = fmt.Errorf("Execute: %w", ErrMalformed)
+)
+
 // BindNames reads a Bind body's portal and statement names and checks the
 // rest of its layout as pgproto3's Bind.Decode does, without copying or
 // allocating: the relay decides by the names alone and forwards the
 // message as it came. The names alias body.
 func BindNames(body []byte) (portal, statement []byte, err error) {
-	bad := fmt.Errorf("Bind: %w", ErrMalformed)
+	bad := errBind
 	rest := body
 	cstring := func() ([]byte, bool) {
 		i := bytes.IndexByte(rest, 0)
@@ -218,7 +226,7 @@ func BindNames(body []byte) (portal, statement []byte, err error) {
 func ExecutePortal(body []byte) ([]byte, error) {
 	i := bytes.IndexByte(body, 0)
 	if i < 0 || len(body)-i-1 < 4 {
-		return nil, fmt.Errorf("Execute: %w", ErrMalformed)
+		return nil, errExecute
 	}
 	return body[:i], nil
 }

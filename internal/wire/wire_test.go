@@ -277,3 +277,18 @@ func FuzzBindExecuteNames(f *testing.F) {
 		}
 	})
 }
+
+// BindNames and ExecutePortal run for every extended-protocol statement
+// the gateway relays; they must not allocate, on good or bad input.
+func TestBindExecuteNamesDoNotAllocate(t *testing.T) {
+	good, _ := (&pgproto3.Bind{DestinationPortal: "p", PreparedStatement: "s", Parameters: [][]byte{[]byte("42")}}).Encode(nil)
+	exec, _ := (&pgproto3.Execute{Portal: "p"}).Encode(nil)
+	for name, body := range map[string][]byte{"bind": good[5:], "bad bind": good[5:8], "execute": exec[5:], "bad execute": exec[5:6]} {
+		if n := testing.AllocsPerRun(100, func() {
+			_, _, _ = BindNames(body)
+			_, _ = ExecutePortal(body)
+		}); n != 0 {
+			t.Errorf("%s: %v allocations per call", name, n)
+		}
+	}
+}

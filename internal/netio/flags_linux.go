@@ -1,0 +1,6 @@
+package netio
+
+import "syscall"
+
+// sendFlags: a peer that has gone gives EPIPE, not SIGPIPE.
+const sendFlags = syscall.MSG_NOSIGNAL
