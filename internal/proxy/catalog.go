@@ -66,14 +66,7 @@ func (s *Server) catalog(cfg *config.Config, u config.Upstream) (*sqlscope.Snaps
 	}
 	if snap != nil && !e.stale.Load() {
 		if time.Duration(now-e.loaded.Load()) > cfg.Policy.CatalogRefresh.D() && e.busy.CompareAndSwap(false, true) {
-			go func() {
-				defer e.busy.Store(false)
-				ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.UpstreamTimeout.D())
-				defer cancel()
-				if _, err := s.reloadCatalog(ctx, e, cfg, u, time.Now()); err != nil {
-					s.log.Warn("catalog refresh failed", "database", u.Database, "err", err)
-				}
-			}()
+			s.refreshCatalog(e, cfg, u)
 		}
 		return snap, nil
 	}
@@ -82,6 +75,20 @@ func (s *Server) catalog(cfg *config.Config, u config.Upstream) (*sqlscope.Snaps
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.UpstreamTimeout.D())
 	defer cancel()
 	return s.reloadCatalog(ctx, e, cfg, u, time.Now())
+}
+
+// refreshCatalog reloads the catalog in the background. A function of its
+// own: the goroutine's closure would otherwise put u on the heap in every
+// call of catalog, once per decision.
+func (s *Server) refreshCatalog(e *catalogEntry, cfg *config.Config, u config.Upstream) {
+	go func() {
+		defer e.busy.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.UpstreamTimeout.D())
+		defer cancel()
+		if _, err := s.reloadCatalog(ctx, e, cfg, u, time.Now()); err != nil {
+			s.log.Warn("catalog refresh failed", "database", u.Database, "err", err)
+		}
+	}()
 }
 
 // reloadCatalog loads the catalog unless a load that started after since

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/sekisho/sekisho/internal/audit"
+	"github.com/sekisho/sekisho/internal/sqlscope"
 )
 
 func TestSimpleQueryAndAudit(t *testing.T) {
@@ -521,5 +522,18 @@ func TestLargeCopyIn(t *testing.T) {
 	}
 	if got := string(res.Rows[0][0]) + " " + string(res.Rows[0][1]); got != fmt.Sprintf("%d %d", rows, rows*100) {
 		t.Fatalf("table holds %s, want %d rows of 100 bytes", got, rows)
+	}
+}
+
+// The memo of the last statement text gives what computing it afresh
+// gives, whatever came before (the empty text included).
+func TestClientStateTextMemo(t *testing.T) {
+	var cs clientState
+	for _, q := range []string{"", "SELECT 1", "SELECT 1", "SELECT 2", "", "", "SELECT $1", "SELECT 'a'", "SELECT 1"} {
+		text, sh, red := cs.text([]byte(q))
+		want := sqlscope.ShapeOf(q)
+		if text != q || sh != want || red != sqlscope.RedactShape(q, want) {
+			t.Fatalf("%q: got %q %+v %q", q, text, sh, red)
+		}
 	}
 }

@@ -411,6 +411,22 @@ type clientState struct {
 	// (a cursor opened by SQL); a portal bound before the last sync point
 	// is described before each Execute, as one the gateway never saw.
 	epoch int
+	// The last statement text and its redaction: clients send the same
+	// text again and again (a Parse of the unnamed statement per
+	// execution), and it need not be copied, shaped and redacted anew.
+	lastText, lastRedacted string
+	lastShape              sqlscope.Shape
+}
+
+// text returns q as a string with its shape and redaction, from the memo
+// when q is the last text seen.
+func (cs *clientState) text(q []byte) (string, sqlscope.Shape, string) {
+	if string(q) != cs.lastText || cs.lastText == "" && len(q) == 0 && !cs.lastShape.Known {
+		text := string(q)
+		sh := sqlscope.ShapeOf(text)
+		cs.lastText, cs.lastShape, cs.lastRedacted = text, sh, sqlscope.RedactShape(text, sh)
+	}
+	return cs.lastText, cs.lastShape, cs.lastRedacted
 }
 
 // fromClient decides one client message and appends what goes upstream
@@ -434,14 +450,13 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 	}
 	switch typ {
 	case 'Q':
-		m, derr := dec.Decode(typ, body)
+		q, derr := wire.QueryText(body)
 		if derr != nil {
 			return ss.protocolError("malformed Query message")
 		}
-		text := m.(*pgproto3.Query).String
-		sh := sqlscope.ShapeOf(text)
-		r := &run{kind: 'Q', text: sqlscope.RedactShape(text, sh), start: ss.srv.now()}
-		st := &Statement{Kind: 'Q', Text: text, Redacted: r.text, Shape: sh}
+		text, sh, red := cs.text(q)
+		r := &run{kind: 'Q', text: red, start: ss.srv.now()}
+		st := &Statement{Kind: 'Q', Text: text, Redacted: red, Shape: sh}
 		if ref := ss.decide(st); ref != nil {
 			r.refusal, r.token = ref, ss.nextToken()
 			ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
@@ -451,33 +466,32 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 		}
 		ss.enqueue(r, true)
 	case 'P':
-		m, derr := dec.Decode(typ, body)
+		nameb, q, derr := wire.ParseFields(body)
 		if derr != nil {
 			return ss.protocolError("malformed Parse message")
 		}
-		p := m.(*pgproto3.Parse)
-		sh := sqlscope.ShapeOf(p.Query)
-		red := sqlscope.RedactShape(p.Query, sh)
+		name := string(nameb)
+		text, sh, red := cs.text(q)
 		var ref *Refusal
-		if _, known := stmts[p.Name]; !known && p.Name != "" && len(stmts) >= maxPreparedStatements {
+		if _, known := stmts[name]; !known && name != "" && len(stmts) >= maxPreparedStatements {
 			ref = &Refusal{Code: codeProgramLimitExceeded, Reason: "too_many_prepared_statements",
 				Message: fmt.Sprintf("too many prepared statements in this session (the gateway keeps at most %d)", maxPreparedStatements),
 				Hint:    "Close (DEALLOCATE) prepared statements you no longer need, or reconnect."}
 		} else {
-			st := &Statement{Kind: 'P', Text: p.Query, Redacted: red, Name: p.Name, Shape: sh}
+			st := &Statement{Kind: 'P', Text: text, Redacted: red, Name: name, Shape: sh}
 			ref = ss.decide(st)
 			if ref == nil {
-				stmts[p.Name] = prepared{text: red, masked: st.Masked, forgets: st.Forgets}
-			} else if _, known := stmts[p.Name]; !known {
+				stmts[name] = prepared{text: red, masked: st.Masked, forgets: st.Forgets}
+			} else if _, known := stmts[name]; !known {
 				// The stand-in fails, and a statement of that name may
 				// still exist upstream (an unnamed one from before, or
 				// one made with SQL PREPARE): its rows are described.
-				stmts[p.Name] = prepared{text: red, masked: true}
+				stmts[name] = prepared{text: red, masked: true}
 			}
 		}
 		if ref != nil {
 			r := &run{kind: 'R', text: red, start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
-			ss.uw, _ = (&pgproto3.Parse{Name: p.Name, Query: r.token}).Encode(ss.uw)
+			ss.uw, _ = (&pgproto3.Parse{Name: name, Query: r.token}).Encode(ss.uw)
 			ss.enqueue(r, false)
 		} else {
 			ss.uw = wire.AppendFrame(ss.uw, typ, body)

@@ -158,7 +158,40 @@ func (d *BackendDecoder) Decode(typ byte, body []byte) (pgproto3.BackendMessage,
 var (
 	errBind    = fmt.Errorf("Bind: %w", ErrMalformed)
 	errExecute = fmt.Errorf("Execute: %w", ErrMalformed)
+	errParse   = fmt.Errorf("Parse: %w", ErrMalformed)
+	errQuery   = fmt.Errorf("Query: %w", ErrMalformed)
 )
+
+// ParseFields reads a Parse body's statement name and query text and
+// checks the rest of its layout as pgproto3's Parse.Decode does, without
+// copying: the relay forwards the message as it came, and a client that
+// sends the same text again need not cost a new string. Both alias body.
+func ParseFields(body []byte) (name, query []byte, err error) {
+	i := bytes.IndexByte(body, 0)
+	if i < 0 {
+		return nil, nil, errParse
+	}
+	name, rest := body[:i], body[i+1:]
+	j := bytes.IndexByte(rest, 0)
+	if j < 0 {
+		return nil, nil, errParse
+	}
+	query, rest = rest[:j], rest[j+1:]
+	if len(rest) < 2 || len(rest)-2 < 4*int(binary.BigEndian.Uint16(rest)) {
+		return nil, nil, errParse
+	}
+	return name, query, nil
+}
+
+// QueryText reads a Query body's text as pgproto3's Query.Decode does,
+// without copying. It aliases body.
+func QueryText(body []byte) ([]byte, error) {
+	i := bytes.IndexByte(body, 0)
+	if i < 0 || i != len(body)-1 {
+		return nil, errQuery
+	}
+	return body[:i], nil
+}
 
 // BindNames reads a Bind body's portal and statement names and checks the
 // rest of its layout as pgproto3's Bind.Decode does, without copying or

@@ -249,13 +249,17 @@ func FuzzFrame(f *testing.F) {
 	})
 }
 
-// FuzzBindExecuteNames checks BindNames and ExecutePortal against
-// pgproto3's decoders: the same verdict, the same names.
-func FuzzBindExecuteNames(f *testing.F) {
+// FuzzMessageFields checks ParseFields, QueryText, BindNames and
+// ExecutePortal against pgproto3's decoders: the same verdict, the same
+// names and text.
+func FuzzMessageFields(f *testing.F) {
 	for _, m := range []pgproto3.FrontendMessage{
 		&pgproto3.Bind{DestinationPortal: "p", PreparedStatement: "s", ParameterFormatCodes: []int16{1}, Parameters: [][]byte{[]byte("42"), nil}, ResultFormatCodes: []int16{0, 1}},
 		&pgproto3.Bind{},
 		&pgproto3.Execute{Portal: "p", MaxRows: 5},
+		&pgproto3.Parse{Name: "s1", Query: "SELECT $1::int", ParameterOIDs: []uint32{23}},
+		&pgproto3.Parse{Query: "SELECT 1"},
+		&pgproto3.Query{String: "SELECT 1"},
 	} {
 		b, _ := m.Encode(nil)
 		f.Add(b[5:])
@@ -268,6 +272,20 @@ func FuzzBindExecuteNames(f *testing.F) {
 		} else if err == nil && (string(portal) != b.DestinationPortal || string(stmt) != b.PreparedStatement) {
 			t.Fatalf("Bind names %q %q, pgproto3 %q %q", portal, stmt, b.DestinationPortal, b.PreparedStatement)
 		}
+		var pm pgproto3.Parse
+		name, query, err := ParseFields(body)
+		if derr := pm.Decode(body); (derr == nil) != (err == nil) {
+			t.Fatalf("Parse: pgproto3 says %v, ParseFields says %v", derr, err)
+		} else if err == nil && (string(name) != pm.Name || string(query) != pm.Query) {
+			t.Fatalf("Parse fields %q %q, pgproto3 %q %q", name, query, pm.Name, pm.Query)
+		}
+		var qm pgproto3.Query
+		text, err := QueryText(body)
+		if derr := qm.Decode(body); (derr == nil) != (err == nil) {
+			t.Fatalf("Query: pgproto3 says %v, QueryText says %v", derr, err)
+		} else if err == nil && string(text) != qm.String {
+			t.Fatalf("Query text %q, pgproto3 %q", text, qm.String)
+		}
 		var e pgproto3.Execute
 		p, err := ExecutePortal(body)
 		if derr := e.Decode(body); (derr == nil) != (err == nil) {
@@ -278,8 +296,9 @@ func FuzzBindExecuteNames(f *testing.F) {
 	})
 }
 
-// BindNames and ExecutePortal run for every extended-protocol statement
-// the gateway relays; they must not allocate, on good or bad input.
+// ParseFields, QueryText, BindNames and ExecutePortal run for every
+// statement the gateway relays; they must not allocate, on good or bad
+// input.
 func TestBindExecuteNamesDoNotAllocate(t *testing.T) {
 	good, _ := (&pgproto3.Bind{DestinationPortal: "p", PreparedStatement: "s", Parameters: [][]byte{[]byte("42")}}).Encode(nil)
 	exec, _ := (&pgproto3.Execute{Portal: "p"}).Encode(nil)
@@ -287,6 +306,8 @@ func TestBindExecuteNamesDoNotAllocate(t *testing.T) {
 		if n := testing.AllocsPerRun(100, func() {
 			_, _, _ = BindNames(body)
 			_, _ = ExecutePortal(body)
+			_, _, _ = ParseFields(body)
+			_, _ = QueryText(body)
 		}); n != 0 {
 			t.Errorf("%s: %v allocations per call", name, n)
 		}
