@@ -114,6 +114,7 @@ type File struct {
 	done    chan struct{}
 	flushed *sync.Cond
 	seq     uint64 // bytes accepted
+	times   timeCache
 	written uint64 // bytes written
 
 	w io.Writer
@@ -171,7 +172,7 @@ func (f *File) Record(e Event) error {
 		return errors.New("audit log cannot keep up: too many events waiting to be written")
 	}
 	n := len(f.pending)
-	f.pending = append(e.AppendJSON(f.pending), '\n')
+	f.pending = append(e.appendJSON(f.pending, &f.times), '\n')
 	f.seq += uint64(len(f.pending) - n)
 	// Sent under the lock, so Close cannot close the channel meanwhile.
 	select {

@@ -115,3 +115,25 @@ func TestAppendMillisMatchesStrconv(t *testing.T) {
 		check(ms)
 	}
 }
+
+func TestTimeCacheMatchesAppendFormat(t *testing.T) {
+	var tc timeCache
+	base := time.Date(2026, 11, 22, 23, 59, 58, 0, time.FixedZone("JST", 9*3600))
+	var times []time.Time
+	for _, ns := range []int{0, 1, 10, 100, 120000000, 123456789, 999999999, 500000000, 100000} {
+		for s := 0; s < 3; s++ { // the cache kept, then a new second, across midnight UTC+9
+			times = append(times, base.Add(time.Duration(s)*time.Second+time.Duration(ns)))
+		}
+	}
+	times = append(times, time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Unix(0, 0), time.Unix(1<<33, 7))
+	for _, tm := range times {
+		want := tm.UTC().AppendFormat(nil, time.RFC3339Nano)
+		if got := tc.append(nil, tm); string(got) != string(want) {
+			t.Fatalf("%v: got %s, want %s", tm, got, want)
+		}
+		if got := (*timeCache)(nil).append(nil, tm); string(got) != string(want) {
+			t.Fatalf("%v without cache: got %s, want %s", tm, got, want)
+		}
+	}
+}
