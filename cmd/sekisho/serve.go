@@ -111,6 +111,7 @@ func startGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (*g
 		st.Close()
 		return nil, err
 	}
+	au.SetFlushEvery(cfg.Audit.FlushEvery.D())
 	var sink audit.Sink = au
 	var alerts *alert.Webhook
 	if cfg.Alerts.Webhook != "" {

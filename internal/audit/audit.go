@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -113,7 +114,8 @@ type File struct {
 	kick    chan struct{}
 	done    chan struct{}
 	flushed *sync.Cond
-	seq     uint64 // bytes accepted
+	window  atomic.Int64 // time.Duration: see SetFlushEvery
+	seq     uint64       // bytes accepted
 	times   timeCache
 	written uint64 // bytes written
 
@@ -121,9 +123,10 @@ type File struct {
 	c io.Closer
 }
 
-// batchWindow is the longest an event waits in memory before its write
-// starts (while events keep arriving).
-const batchWindow = time.Millisecond
+// DefaultFlushEvery is the longest an event waits in memory before its
+// write starts (while events keep arriving), unless SetFlushEvery says
+// otherwise.
+const DefaultFlushEvery = 10 * time.Millisecond
 
 // maxPending bounds the memory audit events may hold while the disk is slow.
 const maxPending = 16 << 20
@@ -149,6 +152,7 @@ func OpenFile(path string) (*File, error) {
 // NewWriter records to w.
 func NewWriter(w io.Writer) *File {
 	f := &File{w: w, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	f.window.Store(int64(DefaultFlushEvery))
 	f.flushed = sync.NewCond(&f.mu)
 	go f.writer()
 	return f
@@ -209,7 +213,18 @@ func (f *File) writer() {
 		}
 		// Let events gather for a moment: under load one write then
 		// carries many sessions' events instead of one each.
-		time.Sleep(batchWindow)
+		time.Sleep(time.Duration(f.window.Load()))
+	}
+}
+
+// SetFlushEvery sets how long events gather in memory before they are
+// written together (config audit.flush_every). Each write wakes the
+// writer's thread; under load those wake-ups cost the relay more than
+// the events do, so the time is a trade between CPU and how many events
+// a crash of the process could lose.
+func (f *File) SetFlushEvery(d time.Duration) {
+	if d > 0 {
+		f.window.Store(int64(d))
 	}
 }
 

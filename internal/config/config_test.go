@@ -70,6 +70,9 @@ roles:
 	if !analyst.AllowsTime(time.Now()) {
 		t.Error("a role without hours must allow any time")
 	}
+	if c.Audit.FlushEvery.D() != 10*time.Millisecond || c.Limits.GCPercent != 400 {
+		t.Errorf("defaults: audit.flush_every %s, limits.gc_percent %d", c.Audit.FlushEvery.D(), c.Limits.GCPercent)
+	}
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -81,6 +84,7 @@ roles:
     hours: {days: [funday], from: "25:00", to: "8pm"}
 account_lifetime: {contractor: 0s, robot: 1d}
 limits: {relay: epoll, gc_percent: 5}
+audit: {flush_every: 2s}
 upstreams:
   - {database: pharma, host: db, user: gw, tls: sometimes}
   - {database: pharma, host: db, user: gw, password_env: A, password_file: b}
@@ -103,6 +107,7 @@ upstreams:
 		`"pharma": listed twice`,
 		`limits.relay "epoll"`,
 		"limits.gc_percent 5",
+		"audit.flush_every 2s",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)
