@@ -171,9 +171,10 @@ func TestManagedDevice(t *testing.T) {
 	if out, err := psql(cred); err == nil {
 		t.Fatalf("psql from a revoked device: %s", out)
 	}
-	auditLog, _ := os.ReadFile(filepath.Join(dir, "state", "audit.jsonl"))
-	for _, want := range []string{"enrolment requested", "approved until", "revoked; 1 access credentials revoked", "bound to device " + laptopID, `"reason":"device_refused"`} {
-		if !strings.Contains(string(auditLog), want) {
+	wants := []string{"enrolment requested", "approved until", "revoked; 1 access credentials revoked", "bound to device " + laptopID, `"reason":"device_refused"`}
+	log := auditLog(t, dir, wants...)
+	for _, want := range wants {
+		if !strings.Contains(log, want) {
 			t.Errorf("audit log lacks %q", want)
 		}
 	}
@@ -296,11 +297,11 @@ upstreams:
 	if out, err := conn(certArgs); err != nil || strings.TrimSpace(out) != "5" {
 		t.Fatalf("certificate after the name was locked: %v\n%s", err, out)
 	}
-	auditLog, _ := os.ReadFile(filepath.Join(dir, "state", "audit.jsonl"))
-	if !strings.Contains(string(auditLog), `"method":"client_certificate"`) {
+	log := auditLog(t, dir, `"method":"client_certificate"`, `"reason":"tls_handshake_failed"`)
+	if !strings.Contains(log, `"method":"client_certificate"`) {
 		t.Error("the connection's method is not in the audit log")
 	}
-	if !strings.Contains(string(auditLog), `"reason":"tls_handshake_failed"`) {
+	if !strings.Contains(log, `"reason":"tls_handshake_failed"`) {
 		t.Error("the refused certificates are not in the audit log")
 	}
 }

@@ -158,3 +158,27 @@ func loginGatewayConfig(t *testing.T, accounts map[string]string, loginOpts, bod
 	}
 	return g
 }
+
+// auditLog reads the gateway's audit file once every wanted string is in
+// it, or after 5 s: the running gateway writes events in batches
+// (audit.flush_every), so an event may reach the file a little after the
+// action that caused it has returned.
+func auditLog(t *testing.T, dir string, wants ...string) string {
+	t.Helper()
+	path := filepath.Join(dir, "state", "audit.jsonl")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		missing := false
+		for _, w := range wants {
+			if !strings.Contains(string(b), w) {
+				missing = true
+				break
+			}
+		}
+		if !missing || time.Now().After(deadline) {
+			return string(b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

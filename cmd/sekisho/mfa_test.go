@@ -131,13 +131,11 @@ func TestMFALogin(t *testing.T) {
 		t.Fatalf("new credential: %v\n%s", err, out)
 	}
 
-	auditLog, err := os.ReadFile(filepath.Join(dir, "state", "audit.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{`"type":"login","user":"alice","role":"analyst"`, `"reason":"totp_reused"`, `"reason":"bad_totp"`,
-		`"type":"credential.issued"`, `"type":"credential.revoked"`, `"type":"mfa.enrolled"`, `"method":"access_credential"`} {
-		if !strings.Contains(string(auditLog), want) {
+	wants := []string{`"type":"login","user":"alice","role":"analyst"`, `"reason":"totp_reused"`, `"reason":"bad_totp"`,
+		`"type":"credential.issued"`, `"type":"credential.revoked"`, `"type":"mfa.enrolled"`, `"method":"access_credential"`}
+	log := auditLog(t, dir, wants...)
+	for _, want := range wants {
+		if !strings.Contains(log, want) {
 			t.Errorf("audit log lacks %s", want)
 		}
 	}

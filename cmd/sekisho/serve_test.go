@@ -198,8 +198,8 @@ upstreams:
 		t.Fatalf("after resume: %v", err)
 	}
 	c2.Close(t.Context())
-	audit, _ := os.ReadFile(filepath.Join(dir, "state", "audit.jsonl"))
-	if !strings.Contains(string(audit), `"reason":"suspended: credentials found on a personal laptop; 1 live sessions ended; 0 access credentials revoked","actor":"`) {
+	want := `"reason":"suspended: credentials found on a personal laptop; 1 live sessions ended; 0 access credentials revoked","actor":"`
+	if audit := auditLog(t, dir, want); !strings.Contains(audit, want) {
 		t.Fatalf("the suspension is not in the audit log with its actor:\n%s", audit)
 	}
 }
@@ -266,9 +266,10 @@ upstreams:
 		t.Fatalf("after unlock: %v", err)
 	}
 	w2.Close(t.Context())
-	auditLog, _ := os.ReadFile(filepath.Join(dir, "state", "audit.jsonl"))
-	for _, want := range []string{`"type":"gateway.lock"`, `"outcome":"locked"`, `"outcome":"unlocked"`, `"type":"break_glass.used","session":`, `(gateway locked: true); to be reviewed`} {
-		if !strings.Contains(string(auditLog), want) {
+	wants := []string{`"type":"gateway.lock"`, `"outcome":"locked"`, `"outcome":"unlocked"`, `"type":"break_glass.used","session":`, `(gateway locked: true); to be reviewed`}
+	log := auditLog(t, dir, wants...)
+	for _, want := range wants {
+		if !strings.Contains(log, want) {
 			t.Errorf("audit log lacks %s", want)
 		}
 	}
