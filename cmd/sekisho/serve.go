@@ -64,6 +64,7 @@ func cmdServe(args []string) error {
 				} else if err := gw.srv.ReloadTLS(tlsCfg); err != nil {
 					log.Error("listener certificate reload refused; keeping the running one", "err", err)
 				}
+				gw.au.SetFlushEvery(next.Audit.FlushEvery.D())
 				gw.srv.Reload(next)
 				continue
 			}
