@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -265,33 +266,53 @@ func FuzzMessageFields(f *testing.F) {
 		f.Add(b[5:])
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var b pgproto3.Bind
-		portal, stmt, err := BindNames(body)
-		if derr := b.Decode(body); (derr == nil) != (err == nil) {
-			t.Fatalf("Bind: pgproto3 says %v, BindNames says %v", derr, err)
-		} else if err == nil && (string(portal) != b.DestinationPortal || string(stmt) != b.PreparedStatement) {
-			t.Fatalf("Bind names %q %q, pgproto3 %q %q", portal, stmt, b.DestinationPortal, b.PreparedStatement)
-		}
-		var pm pgproto3.Parse
-		name, query, err := ParseFields(body)
-		if derr := pm.Decode(body); (derr == nil) != (err == nil) {
-			t.Fatalf("Parse: pgproto3 says %v, ParseFields says %v", derr, err)
-		} else if err == nil && (string(name) != pm.Name || string(query) != pm.Query) {
-			t.Fatalf("Parse fields %q %q, pgproto3 %q %q", name, query, pm.Name, pm.Query)
-		}
-		var qm pgproto3.Query
-		text, err := QueryText(body)
-		if derr := qm.Decode(body); (derr == nil) != (err == nil) {
-			t.Fatalf("Query: pgproto3 says %v, QueryText says %v", derr, err)
-		} else if err == nil && string(text) != qm.String {
-			t.Fatalf("Query text %q, pgproto3 %q", text, qm.String)
-		}
-		var e pgproto3.Execute
-		p, err := ExecutePortal(body)
-		if derr := e.Decode(body); (derr == nil) != (err == nil) {
-			t.Fatalf("Execute: pgproto3 says %v, ExecutePortal says %v", derr, err)
-		} else if err == nil && string(p) != e.Portal {
-			t.Fatalf("Execute portal %q, pgproto3 %q", p, e.Portal)
+		// Each reader against its pgproto3 decoder: the same verdict and,
+		// when both accept, the same fields.
+		for _, c := range []struct {
+			what         string
+			ours, theirs func() ([]string, error)
+		}{
+			{"Bind", func() ([]string, error) {
+				portal, stmt, err := BindNames(body)
+				return []string{string(portal), string(stmt)}, err
+			}, func() ([]string, error) {
+				var m pgproto3.Bind
+				err := m.Decode(body)
+				return []string{m.DestinationPortal, m.PreparedStatement}, err
+			}},
+			{"Parse", func() ([]string, error) {
+				name, query, err := ParseFields(body)
+				return []string{string(name), string(query)}, err
+			}, func() ([]string, error) {
+				var m pgproto3.Parse
+				err := m.Decode(body)
+				return []string{m.Name, m.Query}, err
+			}},
+			{"Query", func() ([]string, error) {
+				text, err := QueryText(body)
+				return []string{string(text)}, err
+			}, func() ([]string, error) {
+				var m pgproto3.Query
+				err := m.Decode(body)
+				return []string{m.String}, err
+			}},
+			{"Execute", func() ([]string, error) {
+				portal, err := ExecutePortal(body)
+				return []string{string(portal)}, err
+			}, func() ([]string, error) {
+				var m pgproto3.Execute
+				err := m.Decode(body)
+				return []string{m.Portal}, err
+			}},
+		} {
+			got, err := c.ours()
+			want, derr := c.theirs()
+			if (derr == nil) != (err == nil) {
+				t.Fatalf("%s: pgproto3 says %v, sekisho's reader says %v", c.what, derr, err)
+			}
+			if err == nil && !slices.Equal(got, want) {
+				t.Fatalf("%s fields %q, pgproto3 %q", c.what, got, want)
+			}
 		}
 	})
 }
