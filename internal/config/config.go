@@ -148,6 +148,24 @@ type Limits struct {
 	// few tens of MiB for about a tenth less CPU per short statement
 	// (bench/RESULTS.md). The environment's GOGC, when set, wins.
 	GCPercent int `yaml:"gc_percent"`
+	// BusyPoll is how long the event loop keeps polling its sockets
+	// before it sleeps, while it has a processor to spare (no more
+	// sessions active than CPUs less one): a lone client's answer is
+	// then relayed without waking a sleeping thread (tens of microseconds
+	// per statement on a virtual machine), for at most this much CPU per
+	// wait. 0s: never. Unset: DefaultBusyPoll.
+	BusyPoll *Duration `yaml:"busy_poll"`
+}
+
+// DefaultBusyPoll is limits.busy_poll when the config does not say.
+const DefaultBusyPoll = 200 * time.Microsecond
+
+// BusyPollD returns limits.busy_poll (DefaultBusyPoll when unset).
+func (l Limits) BusyPollD() time.Duration {
+	if l.BusyPoll == nil {
+		return DefaultBusyPoll
+	}
+	return l.BusyPoll.D()
 }
 
 // Login bounds password guessing: per account name (whether or not the
@@ -428,6 +446,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.GCPercent < 25 || c.Limits.GCPercent > 10000 {
 		bad("limits.gc_percent %d: give a percentage from 25 to 10000 (default 400)", c.Limits.GCPercent)
+	}
+	if d := c.Limits.BusyPollD(); d < 0 || d > time.Millisecond {
+		bad("limits.busy_poll %s: give a time from 0s (never) to 1ms (default %s)", d, DefaultBusyPoll)
 	}
 	if d := c.Audit.FlushEvery.D(); d < time.Millisecond || d > time.Second {
 		bad("audit.flush_every %s: give a time from 1ms to 1s (default 10ms)", d)

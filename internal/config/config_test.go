@@ -70,8 +70,8 @@ roles:
 	if !analyst.AllowsTime(time.Now()) {
 		t.Error("a role without hours must allow any time")
 	}
-	if c.Audit.FlushEvery.D() != 10*time.Millisecond || c.Limits.GCPercent != 400 {
-		t.Errorf("defaults: audit.flush_every %s, limits.gc_percent %d", c.Audit.FlushEvery.D(), c.Limits.GCPercent)
+	if c.Audit.FlushEvery.D() != 10*time.Millisecond || c.Limits.GCPercent != 400 || c.Limits.BusyPollD() != 200*time.Microsecond {
+		t.Errorf("defaults: audit.flush_every %s, limits.gc_percent %d, limits.busy_poll %s", c.Audit.FlushEvery.D(), c.Limits.GCPercent, c.Limits.BusyPollD())
 	}
 }
 
@@ -83,7 +83,7 @@ roles:
     networks: [10.0.0.0/33, "not-an-address"]
     hours: {days: [funday], from: "25:00", to: "8pm"}
 account_lifetime: {contractor: 0s, robot: 1d}
-limits: {relay: epoll, gc_percent: 5}
+limits: {relay: epoll, gc_percent: 5, busy_poll: 2ms}
 audit: {flush_every: 2s}
 upstreams:
   - {database: pharma, host: db, user: gw, tls: sometimes}
@@ -108,6 +108,7 @@ upstreams:
 		`limits.relay "epoll"`,
 		"limits.gc_percent 5",
 		"audit.flush_every 2s",
+		"limits.busy_poll 2ms",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)
@@ -164,6 +165,25 @@ sso:
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestBusyPollOff(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		want time.Duration
+	}{
+		{"limits: {busy_poll: 0s}\n", 0},
+		{"limits: {busy_poll: 1ms}\n", time.Millisecond},
+		{"limits: {max_sessions: 5}\n", DefaultBusyPoll},
+	} {
+		c, err := Parse([]byte(base+tt.yaml), t.TempDir())
+		if err != nil {
+			t.Fatalf("%s: %v", tt.yaml, err)
+		}
+		if got := c.Limits.BusyPollD(); got != tt.want {
+			t.Errorf("%s: limits.busy_poll %s, want %s", tt.yaml, got, tt.want)
 		}
 	}
 }

@@ -32,7 +32,8 @@ import (
 // crypto/tls needs a blocking connection.
 //
 // The loop uses raw system calls (see internal/netio) and waits without
-// releasing its processor only while several sockets at a time are ready;
+// releasing its processor only while several sockets at a time are ready,
+// or for limits.busy_poll while it has a processor to spare (see roll);
 // otherwise it waits in an ordinary system call, so the runtime can give
 // the processor to other goroutines. It is not locked to a thread, and
 // yields every few milliseconds (see run).
@@ -43,6 +44,7 @@ import (
 // cache (tens of microseconds), and a last message to a client that does
 // not read (at most a second). Cancels go on their own goroutines.
 type eventLoop struct {
+	srv      *Server
 	epfd     int
 	wake     int // an eventfd: post writes it, the loop reads it
 	stopping bool
@@ -53,6 +55,16 @@ type eventLoop struct {
 	dead   bool // stopped: post does nothing
 
 	conns []*loopConn // by descriptor; loop thread only
+
+	// Busy polling (loop thread only): the sessions with events in the
+	// current window are counted; spin is how long to poll before
+	// sleeping, set by roll and cleared as soon as more than spinMax
+	// sessions are active.
+	window      uint64
+	windowStart time.Time
+	active      int
+	spinMax     int
+	spin        time.Duration
 }
 
 // loopSession is a session while the loop relays it.
@@ -66,6 +78,7 @@ type loopSession struct {
 	// uBlocked / cBlocked: the bytes for the upstream (client) could not
 	// all be written; reading the other side waits until they are.
 	uBlocked, cBlocked bool
+	seen               uint64 // the last window with events for this session
 }
 
 // loopConn is one side of a loop session: a socket the loop owns.
@@ -81,7 +94,7 @@ type loopConn struct {
 
 const loopReadSize = 32 << 10
 
-func newEventLoop() (*eventLoop, error) {
+func newEventLoop(srv *Server) (*eventLoop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -96,7 +109,7 @@ func newEventLoop() (*eventLoop, error) {
 		unix.Close(wake)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
-	l := &eventLoop{epfd: epfd, wake: wake, stopped: make(chan struct{})}
+	l := &eventLoop{srv: srv, epfd: epfd, wake: wake, stopped: make(chan struct{})}
 	go l.run()
 	return l, nil
 }
@@ -243,6 +256,40 @@ func (l *eventLoop) start(ls *loopSession) {
 // loopYieldEvery is how often the loop yields its processor (see run).
 const loopYieldEvery = 5 * time.Millisecond
 
+// loopSpinWindow is how often the loop decides whether to busy-poll.
+const loopSpinWindow = time.Millisecond
+
+// roll ends the current busy-poll window. A session's answer is relayed
+// sooner when the loop is polling than when it must be woken, by about
+// the time a sleeping thread takes to wake (tens of microseconds on a
+// virtual machine); but polling holds a processor, which is taken from
+// the clients, the database and the other goroutines when they need
+// it. So the loop polls (up to limits.busy_poll before each sleep) only
+// while the sessions active in the last window, its own and those
+// relayed by goroutines, leave it a processor: at most GOMAXPROCS - 1.
+func (l *eventLoop) roll(now time.Time) {
+	l.spinMax = runtime.GOMAXPROCS(0) - 1 - int(l.srv.goroutineRelays.Load())
+	l.spin = 0
+	if l.spinMax >= 1 && l.active <= l.spinMax {
+		l.spin = l.srv.cfg.Load().Limits.BusyPollD()
+	}
+	l.window++
+	l.windowStart = now
+	l.active = 0
+}
+
+// busyPoll polls without sleeping until a socket is ready or l.spin
+// has passed.
+func (l *eventLoop) busyPoll(events []unix.EpollEvent, now time.Time) (int, syscall.Errno) {
+	deadline := now.Add(l.spin)
+	for {
+		n, errno := epollWaitRaw(l.epfd, events)
+		if n != 0 || errno != 0 || !time.Now().Before(deadline) {
+			return n, errno
+		}
+	}
+}
+
 func (l *eventLoop) run() {
 	events := make([]unix.EpollEvent, 128)
 	busy := false
@@ -254,9 +301,13 @@ func (l *eventLoop) run() {
 		// runtime's monitor thread waking every 20 µs for a while after.
 		// System calls do not count as being scheduled, so the loop,
 		// which otherwise never gives way, yields now and then.
-		if now := time.Now(); now.Sub(lastYield) > loopYieldEvery {
+		now := time.Now()
+		if now.Sub(lastYield) > loopYieldEvery {
 			runtime.Gosched()
 			lastYield = now
+		}
+		if now.Sub(l.windowStart) >= loopSpinWindow {
+			l.roll(now)
 		}
 		// While several sockets at a time are ready, poll without giving
 		// up the processor; otherwise (and when that poll finds nothing)
@@ -265,6 +316,9 @@ func (l *eventLoop) run() {
 		n, errno := 0, syscall.Errno(0)
 		if busy {
 			n, errno = epollWaitRaw(l.epfd, events)
+		}
+		if errno == 0 && n == 0 && l.spin > 0 {
+			n, errno = l.busyPoll(events, now)
 		}
 		if errno == 0 && n == 0 {
 			var err error
@@ -303,6 +357,12 @@ func (l *eventLoop) run() {
 			}
 			if c == nil || c.ls.ended {
 				continue
+			}
+			if c.ls.seen != l.window {
+				c.ls.seen = l.window
+				if l.active++; l.active > l.spinMax {
+					l.spin = 0
+				}
 			}
 			if ev.Events&unix.EPOLLOUT != 0 {
 				l.writable(c)

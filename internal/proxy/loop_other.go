@@ -10,7 +10,9 @@ type eventLoop struct{}
 
 type loopSession struct{}
 
-func newEventLoop() (*eventLoop, error) { return nil, errors.New("no event loop on this system") }
+func newEventLoop(*Server) (*eventLoop, error) {
+	return nil, errors.New("no event loop on this system")
+}
 
 func loopable(*Session) bool { return false }
 

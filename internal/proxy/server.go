@@ -70,8 +70,12 @@ type Server struct {
 	loopMu     sync.Mutex
 	loop       *eventLoop // made for the first plaintext session
 	loopClosed bool
-	sso        ssoState
-	masker     *mask.Masker
+	// goroutineRelays counts the sessions relayed by goroutines (TLS on
+	// either side): the loop busy-polls only while they leave it a
+	// processor (see eventLoop.roll).
+	goroutineRelays atomic.Int64
+	sso             ssoState
+	masker          *mask.Masker
 
 	nextID   atomic.Uint64
 	wg       sync.WaitGroup
@@ -252,7 +256,7 @@ func (s *Server) eventLoop() *eventLoop {
 	s.loopMu.Lock()
 	defer s.loopMu.Unlock()
 	if s.loop == nil && !s.loopClosed {
-		l, err := newEventLoop()
+		l, err := newEventLoop(s)
 		if err != nil {
 			s.log.Warn("event loop unavailable; relaying every session with goroutines", "err", err)
 			s.loopClosed = true

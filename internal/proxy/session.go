@@ -209,6 +209,8 @@ func (ss *Session) run() {
 		}
 	}
 
+	ss.srv.goroutineRelays.Add(1)
+	defer ss.srv.goroutineRelays.Add(-1)
 	g, ctx := errgroup.WithContext(context.Background())
 	stop := context.AfterFunc(ctx, func() {
 		// The first direction to fail ends the other: closing both sockets
