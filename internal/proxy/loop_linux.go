@@ -59,12 +59,15 @@ type eventLoop struct {
 	// Busy polling (loop thread only): the sessions with events in the
 	// current window are counted; spin is how long to poll before
 	// sleeping, set by roll and cleared as soon as more than spinMax
-	// sessions are active.
-	window      uint64
-	windowStart time.Time
-	active      int
-	spinMax     int
-	spin        time.Duration
+	// sessions are active or one streams. streamed: a session streamed
+	// in this window; streamedLast: in the last window with events.
+	window       uint64
+	windowStart  time.Time
+	active       int
+	spinMax      int
+	spin         time.Duration
+	streamed     bool
+	streamedLast bool
 }
 
 // loopSession is a session while the loop relays it.
@@ -265,17 +268,35 @@ const loopSpinWindow = time.Millisecond
 // virtual machine); but polling holds a processor, which is taken from
 // the clients, the database and the other goroutines when they need
 // it. So the loop polls (up to limits.busy_poll before each sleep) only
-// while the sessions active in the last window, its own and those
-// relayed by goroutines, leave it a processor: at most GOMAXPROCS - 1.
+//   - while the sessions active in the last window, its own and those
+//     relayed by goroutines, leave it a processor: at most
+//     GOMAXPROCS - 1;
+//   - and while its sessions take turns with their databases, statement
+//     and answer: none streamed (see streaming) in the last window that
+//     had events. A stream keeps the database and the client busy at
+//     once, and the loop would poll on the processor they need.
 func (l *eventLoop) roll(now time.Time) {
+	if l.active > 0 {
+		l.streamedLast = l.streamed
+	}
 	l.spinMax = runtime.GOMAXPROCS(0) - 1 - int(l.srv.goroutineRelays.Load())
 	l.spin = 0
-	if l.spinMax >= 1 && l.active <= l.spinMax {
+	if l.spinMax >= 1 && l.active <= l.spinMax && !l.streamedLast {
 		l.spin = l.srv.cfg.Load().Limits.BusyPollD()
 	}
 	l.window++
 	l.windowStart = now
 	l.active = 0
+	l.streamed = false
+}
+
+// streaming notes that a session is in the middle of a stream: a write
+// to one side could not finish, part of an answer has been relayed and
+// the rest is to come, or a COPY FROM STDIN is under way. No busy
+// polling until a window with events has none.
+func (l *eventLoop) streaming() {
+	l.streamed = true
+	l.spin = 0
 }
 
 // busyPoll polls without sleeping until a socket is ready or l.spin
@@ -366,9 +387,13 @@ func (l *eventLoop) run() {
 			}
 			if ev.Events&unix.EPOLLOUT != 0 {
 				l.writable(c)
+				l.streaming()
 			}
 			if !c.ls.ended && ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 				l.readable(c, ev.Events)
+				if !c.ls.ended && c.ls.ss.streaming(c.client) {
+					l.streaming()
+				}
 			}
 		}
 	}

@@ -11,26 +11,30 @@ import (
 )
 
 // The loop busy-polls only while the active sessions leave it a
-// processor, and never when limits.busy_poll is 0s.
+// processor and none streams, and never when limits.busy_poll is 0s.
 func TestBusyPollGate(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
 	poll := config.Duration(300 * time.Microsecond)
 	off := config.Duration(0)
 	tests := []struct {
-		name              string
-		busyPoll          *config.Duration
-		active, goroutine int
-		procs             int
-		want              time.Duration
+		name                   string
+		busyPoll               *config.Duration
+		active, goroutine      int
+		procs                  int
+		streamed, streamedLast bool
+		want                   time.Duration
 	}{
-		{"idle", nil, 0, 0, 4, config.DefaultBusyPoll},
-		{"a lone session", &poll, 1, 0, 4, 300 * time.Microsecond},
-		{"procs less one", &poll, 3, 0, 4, 300 * time.Microsecond},
-		{"as many sessions as procs", &poll, 4, 0, 4, 0},
-		{"goroutine-relayed sessions count", &poll, 1, 3, 4, 0},
-		{"goroutine-relayed sessions leave one", &poll, 1, 2, 4, 300 * time.Microsecond},
-		{"one processor", &poll, 0, 0, 1, 0},
-		{"busy_poll 0s", &off, 1, 0, 4, 0},
+		{"idle", nil, 0, 0, 4, false, false, config.DefaultBusyPoll},
+		{"a lone session", &poll, 1, 0, 4, false, false, 300 * time.Microsecond},
+		{"procs less one", &poll, 3, 0, 4, false, false, 300 * time.Microsecond},
+		{"as many sessions as procs", &poll, 4, 0, 4, false, false, 0},
+		{"goroutine-relayed sessions count", &poll, 1, 3, 4, false, false, 0},
+		{"goroutine-relayed sessions leave one", &poll, 1, 2, 4, false, false, 300 * time.Microsecond},
+		{"one processor", &poll, 0, 0, 1, false, false, 0},
+		{"busy_poll 0s", &off, 1, 0, 4, false, false, 0},
+		{"a session streamed", &poll, 1, 0, 4, true, false, 0},
+		{"a quiet window after a stream", &poll, 0, 0, 4, false, true, 0},
+		{"turns again after a stream", &poll, 1, 0, 4, false, true, 300 * time.Microsecond},
 	}
 	for _, tt := range tests {
 		runtime.GOMAXPROCS(tt.procs)
@@ -39,19 +43,20 @@ func TestBusyPollGate(t *testing.T) {
 		srv := &Server{}
 		srv.cfg.Store(cfg)
 		srv.goroutineRelays.Store(int64(tt.goroutine))
-		l := &eventLoop{srv: srv, active: tt.active}
+		l := &eventLoop{srv: srv, active: tt.active, streamed: tt.streamed, streamedLast: tt.streamedLast}
 		l.roll(time.Now())
 		if l.spin != tt.want {
 			t.Errorf("%s: spin %s, want %s", tt.name, l.spin, tt.want)
 		}
-		if l.active != 0 || l.window != 1 {
-			t.Errorf("%s: the window was not reset (active %d, window %d)", tt.name, l.active, l.window)
+		if l.active != 0 || l.streamed || l.window != 1 {
+			t.Errorf("%s: the window was not reset (active %d, streamed %v, window %d)", tt.name, l.active, l.streamed, l.window)
 		}
 	}
 }
 
-// A lone session on the loop is relayed with busy polling on; a session
-// relayed by goroutines is counted while it runs.
+// A lone session on the loop is relayed with busy polling on, except
+// while it streams; a session relayed by goroutines is counted while it
+// runs.
 func TestBusyPollLoneSession(t *testing.T) {
 	g := startGW(t)
 	conn := g.connect(t)
@@ -70,16 +75,42 @@ func TestBusyPollLoneSession(t *testing.T) {
 		want = 0 // no processor to spare
 	}
 	l := g.srv.eventLoop()
-	var spin time.Duration
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		exec(t, conn, "SELECT 1") // keeps the session active across windows
+	spin := func() time.Duration {
 		got := make(chan time.Duration, 1)
 		l.post(func() { got <- l.spin })
-		if spin = <-got; spin == want {
-			return
-		}
-		time.Sleep(2 * time.Millisecond)
+		return <-got
 	}
-	t.Fatalf("busy poll %s with a lone session, want %s", spin, want)
+	waitSpin := func(when string) {
+		t.Helper()
+		var got time.Duration
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+			exec(t, conn, "SELECT 1") // keeps the session active across windows
+			if got = spin(); got == want {
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		t.Fatalf("busy poll %s %s, want %s", got, when, want)
+	}
+	waitSpin("with a lone session")
+
+	// A result far bigger than the socket buffers, read slowly: the
+	// loop must not poll while it streams.
+	rr := conn.ExecParams(t.Context(), "SELECT g, repeat('x', 200) FROM generate_series(1, 100000) g", nil, nil, nil, nil)
+	rows := 0
+	for rr.NextRow() {
+		if rows++; rows%10000 == 1000 {
+			time.Sleep(3 * time.Millisecond) // several windows with the client not reading
+			if got := spin(); got != 0 {
+				t.Fatalf("busy poll %s after %d rows of a stream, want none", got, rows)
+			}
+		}
+	}
+	if _, err := rr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 100000 {
+		t.Fatalf("%d rows, want 100000", rows)
+	}
+	waitSpin("once the stream is over")
 }

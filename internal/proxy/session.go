@@ -1033,6 +1033,15 @@ func (ss *Session) recordRun(r *run, outcome string) {
 	}
 }
 
+// streaming reports whether the session is in the middle of a stream
+// after a read from the client (fromClient) or the upstream: a COPY FROM
+// STDIN under way, or part of an answer relayed with more to come.
+func (ss *Session) streaming(fromClient bool) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.copyIn || !fromClient && ss.pending > 0
+}
+
 // readyForQuery ends a sync unit: the simple query (or Sync) at the head
 // completes, and extended statements skipped after an error are dropped.
 func (ss *Session) readyForQuery() {
