@@ -268,8 +268,9 @@ const loopSpinWindow = time.Millisecond
 // virtual machine); but polling holds a processor, which is taken from
 // the clients, the database and the other goroutines when they need
 // it. So the loop polls (up to limits.busy_poll before each sleep) only
-//   - while the sessions active in the last window, its own and those
-//     relayed by goroutines, leave it a processor: at most
+//   - while the sessions active in the last window and those relayed by
+//     goroutines (counted while they are open: the loop cannot see
+//     whether they are busy) leave it a processor: at most
 //     GOMAXPROCS - 1;
 //   - and while its sessions take turns with their databases, statement
 //     and answer: none streamed (see streaming) in the last window that
