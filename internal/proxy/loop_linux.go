@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -68,6 +69,11 @@ type eventLoop struct {
 	spin         time.Duration
 	streamed     bool
 	streamedLast bool
+
+	// coalesced: the upstream sockets read in large pieces (see pace);
+	// coalesceStarts counts how often one started to be (for tests).
+	coalesced      []*loopConn
+	coalesceStarts int
 }
 
 // loopSession is a session while the loop relays it.
@@ -93,6 +99,12 @@ type loopConn struct {
 	maxLen int
 	events uint32 // what epoll is asked for
 	client bool
+	// Upstream side only (see pace): bytes read in the answer now
+	// streaming, whether the socket wakes the loop only for
+	// coalesceBytes, and when it was last read.
+	streamBytes int
+	coalescing  bool
+	lastRead    time.Time
 }
 
 const loopReadSize = 32 << 10
@@ -344,7 +356,11 @@ func (l *eventLoop) run() {
 		}
 		if errno == 0 && n == 0 {
 			var err error
-			n, err = unix.EpollWait(l.epfd, events, -1)
+			timeout := -1
+			if len(l.coalesced) > 0 {
+				timeout = int(coalesceWait / time.Millisecond)
+			}
+			n, err = unix.EpollWait(l.epfd, events, timeout)
 			if err != nil {
 				n = 0
 			}
@@ -392,12 +408,91 @@ func (l *eventLoop) run() {
 			}
 			if !c.ls.ended && ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 				l.readable(c, ev.Events)
-				if !c.ls.ended && c.ls.ss.streaming(c.client) {
+				streaming := !c.ls.ended && c.ls.ss.streaming(c.client)
+				if streaming {
 					l.streaming()
+				}
+				if !c.client && !c.ls.ended {
+					l.pace(c, streaming)
 				}
 			}
 		}
+		if len(l.coalesced) > 0 {
+			l.sweep(time.Now())
+		}
 	}
+}
+
+// Coalescing: a long answer (a bulk SELECT, COPY TO STDOUT) comes from
+// PostgreSQL in sends of 8 kB, and the loop, woken for each, would spend
+// most of its time being woken. Once an answer has streamed
+// coalesceAfter bytes, the upstream socket wakes the loop only when
+// coalesceBytes have come (SO_RCVLOWAT), or, for the tail of the answer,
+// when the loop has not read it for coalesceWait. Answers shorter than
+// coalesceAfter, the ones a person waits for, are never held back.
+const (
+	coalesceAfter = 4 << 20
+	coalesceBytes = 64 << 10
+	coalesceWait  = time.Millisecond
+)
+
+// readSize is how much room c's buffer must have for a read.
+func (c *loopConn) readSize() int {
+	if c.coalescing {
+		return 2 * coalesceBytes
+	}
+	return loopReadSize
+}
+
+// pace starts or ends coalescing on an upstream socket after a read:
+// streaming says whether the answer goes on.
+func (l *eventLoop) pace(c *loopConn, streaming bool) {
+	if !streaming {
+		c.streamBytes = 0
+		if c.coalescing {
+			l.uncoalesce(c)
+		}
+		if cap(c.in) > loopReadSize && c.off == len(c.in) {
+			c.in, c.off = nil, 0 // the larger buffer is for the stream only
+		}
+		return
+	}
+	if c.coalescing {
+		c.lastRead = time.Now()
+		return
+	}
+	if c.streamBytes < coalesceAfter {
+		return
+	}
+	if err := unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, coalesceBytes); err != nil {
+		return // reading in small pieces is slower, not wrong
+	}
+	c.coalescing = true
+	c.lastRead = time.Now()
+	l.coalesced = append(l.coalesced, c)
+	l.coalesceStarts++
+}
+
+func (l *eventLoop) uncoalesce(c *loopConn) {
+	c.coalescing = false
+	_ = unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
+	l.coalesced = slices.DeleteFunc(l.coalesced, func(o *loopConn) bool { return o == c })
+}
+
+// sweep ends coalescing on the sockets not read for coalesceWait: the
+// rest of their answer is shorter than coalesceBytes, or comes slowly.
+func (l *eventLoop) sweep(now time.Time) {
+	l.coalesced = slices.DeleteFunc(l.coalesced, func(c *loopConn) bool {
+		switch {
+		case c.ls.ended || !c.coalescing:
+			return true
+		case now.Sub(c.lastRead) >= coalesceWait:
+			c.coalescing = false
+			_ = unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
+			return true
+		}
+		return false
+	})
 }
 
 func epollWaitRaw(epfd int, events []unix.EpollEvent) (int, syscall.Errno) {
@@ -421,8 +516,8 @@ func (l *eventLoop) readable(c *loopConn, events uint32) {
 		}
 		return
 	}
-	if cap(c.in)-len(c.in) < loopReadSize/2 {
-		c.compact(loopReadSize)
+	if size := c.readSize(); cap(c.in)-len(c.in) < size/2 {
+		c.compact(size)
 	}
 	n, errno := rawRead(c.fd, c.in[len(c.in):cap(c.in)])
 	switch {
@@ -443,6 +538,8 @@ func (l *eventLoop) readable(c *loopConn, events uint32) {
 	c.in = c.in[:len(c.in)+n]
 	if c.client {
 		ls.ss.lastClient.Store(time.Now().UnixNano())
+	} else {
+		c.streamBytes += n
 	}
 	l.relayIn(c)
 }
@@ -647,6 +744,12 @@ func (l *eventLoop) finish(ls *loopSession, err error, upstreamClean bool) {
 		return
 	}
 	ls.ended = true
+	if ls.upstream.coalescing {
+		// The socket may serve another session: it wakes its reader
+		// for every byte again.
+		_ = unix.SetsockoptInt(ls.upstream.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
+		ls.upstream.coalescing = false
+	}
 	for _, c := range []*loopConn{&ls.client, &ls.upstream} {
 		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 		l.conns[c.fd] = nil

@@ -3,10 +3,15 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"runtime"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sekisho/sekisho/internal/config"
 )
@@ -117,4 +122,86 @@ func TestBusyPollLoneSession(t *testing.T) {
 		t.Fatalf("%d rows, want %d", rows, total)
 	}
 	waitSpin("once the stream is over")
+}
+
+// A long answer is read in large pieces once it has streamed
+// coalesceAfter bytes, every byte of it still reaches the client, its
+// tail is not held back for good, and the upstream socket wakes its
+// reader for every byte again afterwards: at the end of the answer, and
+// when the connection serves the next session.
+func TestCoalesceLongAnswer(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	pid := backendPID(t, conn)
+	onLoop := g.cfg.Limits.Relay != config.RelayGoroutines
+	type upstreamState struct {
+		coalesced, starts int
+		lowats            []int
+	}
+	state := func() upstreamState {
+		l := g.srv.eventLoop()
+		got := make(chan upstreamState, 1)
+		l.post(func() {
+			s := upstreamState{coalesced: len(l.coalesced), starts: l.coalesceStarts}
+			for _, c := range l.conns {
+				if c != nil && !c.client {
+					v, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
+					if err != nil {
+						v = -1
+					}
+					s.lowats = append(s.lowats, v)
+				}
+			}
+			got <- s
+		})
+		return <-got
+	}
+	// Rows of about 1 kB: answers that end just past the point where
+	// coalescing starts (a tail shorter than coalesceBytes), and one
+	// far longer than the socket buffers.
+	const width = 1000
+	for _, total := range []int{coalesceAfter/width + 20, coalesceAfter/width + 70, 20 * coalesceAfter / width} {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		rr := conn.ExecParams(ctx, fmt.Sprintf("SELECT g, repeat(chr(65 + g %% 26), %d) FROM generate_series(1, %d) g", width, total), nil, nil, nil, nil)
+		rows := 0
+		for rr.NextRow() {
+			rows++
+			v := rr.Values()
+			if string(v[0]) != strconv.Itoa(rows) || len(v[1]) != width || v[1][0] != byte(65+rows%26) {
+				cancel()
+				t.Fatalf("row %d of %d came as %q, %d bytes starting %q", rows, total, v[0], len(v[1]), v[1][:1])
+			}
+		}
+		_, err := rr.Close()
+		cancel()
+		if err != nil {
+			t.Fatalf("%d rows of %d bytes: %v", total, width, err)
+		}
+		if rows != total {
+			t.Fatalf("%d rows, want %d", rows, total)
+		}
+		if !onLoop {
+			continue
+		}
+		s := state()
+		if s.coalesced != 0 || !slices.Equal(s.lowats, []int{1}) {
+			t.Fatalf("after an answer of %d rows: %d sockets coalescing, SO_RCVLOWAT %v on the upstream sockets; want none and [1]", total, s.coalesced, s.lowats)
+		}
+	}
+	if onLoop {
+		if s := state(); s.starts < 3 {
+			t.Fatalf("coalescing started %d times in three answers longer than %d bytes", s.starts, coalesceAfter)
+		}
+	}
+
+	// The connection is reset and kept for the next session: a socket
+	// still waiting for 64 kB would time the reset out.
+	if err := conn.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the upstream connection to be kept", func() bool { return g.srv.pool.count() == 1 })
+	next := g.connect(t)
+	if got := backendPID(t, next); got != pid {
+		t.Fatalf("the next session has backend %s, want the reused %s", got, pid)
+	}
 }
