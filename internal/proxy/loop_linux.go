@@ -62,9 +62,11 @@ type eventLoop struct {
 	// sleeping, set by roll and cleared as soon as more than spinMax
 	// sessions are active or one streams. streamed: a session streamed
 	// in this window; streamedLast: in the last window with events.
+	// calm: windows in a row with at most spinMax sessions active.
 	window       uint64
 	windowStart  time.Time
 	active       int
+	calm         int
 	spinMax      int
 	spin         time.Duration
 	streamed     bool
@@ -274,16 +276,23 @@ const loopYieldEvery = 5 * time.Millisecond
 // loopSpinWindow is how often the loop decides whether to busy-poll.
 const loopSpinWindow = time.Millisecond
 
+// loopCalmWindows is how many windows in a row must have had few enough
+// active sessions before the loop polls again.
+const loopCalmWindows = 10
+
 // roll ends the current busy-poll window. A session's answer is relayed
 // sooner when the loop is polling than when it must be woken, by about
 // the time a sleeping thread takes to wake (tens of microseconds on a
 // virtual machine); but polling holds a processor, which is taken from
 // the clients, the database and the other goroutines when they need
 // it. So the loop polls (up to limits.busy_poll before each sleep) only
-//   - while the sessions active in the last window and those relayed by
-//     goroutines (counted while they are open: the loop cannot see
-//     whether they are busy) leave it a processor: at most
-//     GOMAXPROCS - 1;
+//   - while the sessions active in each of the last loopCalmWindows
+//     windows and those relayed by goroutines (counted while they are
+//     open: the loop cannot see whether they are busy) leave it a
+//     processor: at most GOMAXPROCS - 1. One window is not enough: with
+//     more sessions than that taking turns (8 pgbench clients on two
+//     processors), a window now and then has one, and polling after it
+//     cost those sessions 4-10% of their transactions;
 //   - and while its sessions take turns with their databases, statement
 //     and answer: none streamed (see streaming) in the last window that
 //     had events. A stream keeps the database and the client busy at
@@ -294,7 +303,12 @@ func (l *eventLoop) roll(now time.Time) {
 	}
 	l.spinMax = runtime.GOMAXPROCS(0) - 1 - int(l.srv.goroutineRelays.Load())
 	l.spin = 0
-	if l.spinMax >= 1 && l.active <= l.spinMax && !l.streamedLast {
+	if l.active > l.spinMax {
+		l.calm = 0
+	} else if l.calm < loopCalmWindows {
+		l.calm++
+	}
+	if l.spinMax >= 1 && l.calm >= loopCalmWindows && !l.streamedLast {
 		l.spin = l.srv.cfg.Load().Limits.BusyPollD()
 	}
 	l.window++
@@ -399,7 +413,7 @@ func (l *eventLoop) run() {
 			if c.ls.seen != l.window {
 				c.ls.seen = l.window
 				if l.active++; l.active > l.spinMax {
-					l.spin = 0
+					l.spin, l.calm = 0, 0
 				}
 			}
 			if ev.Events&unix.EPOLLOUT != 0 {

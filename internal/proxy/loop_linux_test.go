@@ -16,31 +16,38 @@ import (
 	"github.com/sekisho/sekisho/internal/config"
 )
 
-// The loop busy-polls only while the active sessions leave it a
-// processor and none streams, and never when limits.busy_poll is 0s.
+// The loop busy-polls only while the active sessions have left it a
+// processor for loopCalmWindows windows in a row and none streams, and
+// never when limits.busy_poll is 0s.
 func TestBusyPollGate(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
 	poll := config.Duration(300 * time.Microsecond)
 	off := config.Duration(0)
+	const calm = loopCalmWindows - 1 // calm enough, with one more quiet window
 	tests := []struct {
 		name                   string
 		busyPoll               *config.Duration
 		active, goroutine      int
 		procs                  int
 		streamed, streamedLast bool
+		calm                   int // windows in a row with few active sessions before this one
 		want                   time.Duration
+		wantCalm               int
 	}{
-		{"idle", nil, 0, 0, 4, false, false, config.DefaultBusyPoll},
-		{"a lone session", &poll, 1, 0, 4, false, false, 300 * time.Microsecond},
-		{"procs less one", &poll, 3, 0, 4, false, false, 300 * time.Microsecond},
-		{"as many sessions as procs", &poll, 4, 0, 4, false, false, 0},
-		{"goroutine-relayed sessions count", &poll, 1, 3, 4, false, false, 0},
-		{"goroutine-relayed sessions leave one", &poll, 1, 2, 4, false, false, 300 * time.Microsecond},
-		{"one processor", &poll, 0, 0, 1, false, false, 0},
-		{"busy_poll 0s", &off, 1, 0, 4, false, false, 0},
-		{"a session streamed", &poll, 1, 0, 4, true, false, 0},
-		{"a quiet window after a stream", &poll, 0, 0, 4, false, true, 0},
-		{"turns again after a stream", &poll, 1, 0, 4, false, true, 300 * time.Microsecond},
+		{"idle", nil, 0, 0, 4, false, false, calm, config.DefaultBusyPoll, loopCalmWindows},
+		{"a lone session", &poll, 1, 0, 4, false, false, calm, 300 * time.Microsecond, loopCalmWindows},
+		{"procs less one", &poll, 3, 0, 4, false, false, calm, 300 * time.Microsecond, loopCalmWindows},
+		{"as many sessions as procs", &poll, 4, 0, 4, false, false, calm, 0, 0},
+		{"goroutine-relayed sessions count", &poll, 1, 3, 4, false, false, calm, 0, 0},
+		{"goroutine-relayed sessions leave one", &poll, 1, 2, 4, false, false, calm, 300 * time.Microsecond, loopCalmWindows},
+		{"one processor", &poll, 0, 0, 1, false, false, calm, 0, loopCalmWindows},
+		{"busy_poll 0s", &off, 1, 0, 4, false, false, calm, 0, loopCalmWindows},
+		{"a session streamed", &poll, 1, 0, 4, true, false, calm, 0, loopCalmWindows},
+		{"a quiet window after a stream", &poll, 0, 0, 4, false, true, calm, 0, loopCalmWindows},
+		{"turns again after a stream", &poll, 1, 0, 4, false, true, calm, 300 * time.Microsecond, loopCalmWindows},
+		{"not calm for long enough", &poll, 1, 0, 4, false, false, calm - 1, 0, calm},
+		{"the first window after a busy one", &poll, 1, 0, 2, false, false, 0, 0, 1},
+		{"a busy window ends the calm", &poll, 2, 0, 2, false, false, loopCalmWindows, 0, 0},
 	}
 	for _, tt := range tests {
 		runtime.GOMAXPROCS(tt.procs)
@@ -49,10 +56,10 @@ func TestBusyPollGate(t *testing.T) {
 		srv := &Server{}
 		srv.cfg.Store(cfg)
 		srv.goroutineRelays.Store(int64(tt.goroutine))
-		l := &eventLoop{srv: srv, active: tt.active, streamed: tt.streamed, streamedLast: tt.streamedLast}
+		l := &eventLoop{srv: srv, active: tt.active, streamed: tt.streamed, streamedLast: tt.streamedLast, calm: tt.calm}
 		l.roll(time.Now())
-		if l.spin != tt.want {
-			t.Errorf("%s: spin %s, want %s", tt.name, l.spin, tt.want)
+		if l.spin != tt.want || l.calm != tt.wantCalm {
+			t.Errorf("%s: spin %s after %d calm windows, want %s after %d", tt.name, l.spin, l.calm, tt.want, tt.wantCalm)
 		}
 		if l.active != 0 || l.streamed || l.window != 1 {
 			t.Errorf("%s: the window was not reset (active %d, streamed %v, window %d)", tt.name, l.active, l.streamed, l.window)
