@@ -42,7 +42,7 @@ import (
 
 var (
 	seconds  = flag.Int("seconds", 10, "duration of each pgbench run")
-	rounds   = flag.Int("rounds", 3, "rounds of the TPS and latency runs; each round runs every target once, in a rotating order")
+	rounds   = flag.Int("rounds", 3, "rounds of the bulk reads, TPS and latency runs; each round runs every target once, in a rotating order")
 	scale    = flag.Int("scale", 10, "pgbench scale factor")
 	hcpRows  = flag.Int("hcp-rows", demodata.HCPRows, "rows in hcp")
 	outDir   = flag.String("out", "bench/out", "where logs go")
@@ -173,8 +173,8 @@ func run() error {
 	}
 	if !*skipBulk {
 		step("bulk reads")
-		r.line("### Bulk read of hcp with psql (wall time, best of 3)\n")
-		r.line("3 rounds; a round reads through every target once (SELECT, then COPY), starting with a different one each round.\n")
+		r.line(fmt.Sprintf("### Bulk read of hcp with psql (wall time, best of %d)\n", *rounds))
+		r.line(fmt.Sprintf("%d rounds; a round reads through every target once (SELECT, then COPY), starting with a different one each round.\n", *rounds))
 		r.line("| target | SELECT * s | COPY TO STDOUT s | SELECT ratio to direct | COPY ratio to direct |")
 		r.line("|---|---|---|---|---|")
 		bulk := targets[:3]
@@ -182,7 +182,7 @@ func run() error {
 		for i := range bulk {
 			sel[i], cp[i] = math.Inf(1), math.Inf(1)
 		}
-		for round := range 3 {
+		for round := range *rounds {
 			for k := range bulk {
 				i := (k + round) % len(bulk)
 				sel[i] = math.Min(sel[i], timePsql(bulk[i].url, "SELECT * FROM hcp"))
