@@ -464,6 +464,7 @@ func (l *eventLoop) pace(c *loopConn, streaming bool) {
 	if !streaming {
 		c.streamBytes = 0
 		if c.coalescing {
+			l.coalesced = slices.DeleteFunc(l.coalesced, func(o *loopConn) bool { return o == c })
 			l.uncoalesce(c)
 		}
 		if cap(c.in) > loopReadSize && c.off == len(c.in) {
@@ -487,26 +488,33 @@ func (l *eventLoop) pace(c *loopConn, streaming bool) {
 	l.coalesceStarts++
 }
 
+// uncoalesce makes c's socket wake the loop for every byte again. Were
+// that refused, a short answer could wait on the socket for good: the
+// session ends instead.
 func (l *eventLoop) uncoalesce(c *loopConn) {
 	c.coalescing = false
-	_ = unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
-	l.coalesced = slices.DeleteFunc(l.coalesced, func(o *loopConn) bool { return o == c })
+	if err := unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1); err != nil {
+		l.fail(c.ls, os.NewSyscallError("setsockopt SO_RCVLOWAT", err))
+	}
 }
 
 // sweep ends coalescing on the sockets not read for coalesceWait: the
 // rest of their answer is shorter than coalesceBytes, or comes slowly.
 func (l *eventLoop) sweep(now time.Time) {
+	var done []*loopConn
 	l.coalesced = slices.DeleteFunc(l.coalesced, func(c *loopConn) bool {
 		switch {
 		case c.ls.ended || !c.coalescing:
 			return true
 		case now.Sub(c.lastRead) >= coalesceWait:
-			c.coalescing = false
-			_ = unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
+			done = append(done, c)
 			return true
 		}
 		return false
 	})
+	for _, c := range done {
+		l.uncoalesce(c)
+	}
 }
 
 func epollWaitRaw(epfd int, events []unix.EpollEvent) (int, syscall.Errno) {
@@ -709,6 +717,10 @@ func (l *eventLoop) writable(c *loopConn) {
 		l.flushClient(ls)
 		if !ls.ended && !ls.cBlocked && len(ls.upstream.in) > ls.upstream.off {
 			l.relayIn(&ls.upstream)
+			if !ls.ended {
+				// The answer may have ended in what was waiting.
+				l.pace(&ls.upstream, ls.ss.streaming(false))
+			}
 		}
 	} else {
 		l.flushUpstream(ls)
@@ -759,10 +771,12 @@ func (l *eventLoop) finish(ls *loopSession, err error, upstreamClean bool) {
 	}
 	ls.ended = true
 	if ls.upstream.coalescing {
-		// The socket may serve another session: it wakes its reader
-		// for every byte again.
-		_ = unix.SetsockoptInt(ls.upstream.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
+		// The socket may serve another session: it must wake its
+		// reader for every byte again, or not serve one.
 		ls.upstream.coalescing = false
+		if unix.SetsockoptInt(ls.upstream.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1) != nil {
+			upstreamClean = false
+		}
 	}
 	for _, c := range []*loopConn{&ls.client, &ls.upstream} {
 		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
