@@ -25,6 +25,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -174,23 +175,32 @@ func run() error {
 	if !*skipBulk {
 		step("bulk reads")
 		r.line(fmt.Sprintf("### Bulk read of hcp with psql (wall time, best of %d)\n", *rounds))
-		r.line(fmt.Sprintf("%d rounds; a round reads through every target once (SELECT, then COPY), starting with a different one each round.\n", *rounds))
+		r.line(fmt.Sprintf("%d rounds; a round reads through every target once (SELECT, then COPY), starting with a different one each round.", *rounds))
+		r.line("Ratio columns: the best times' ratio, and (in brackets) the median of the ratios within each round, as for the TPS rows.\n")
 		r.line("| target | SELECT * s | COPY TO STDOUT s | SELECT ratio to direct | COPY ratio to direct |")
 		r.line("|---|---|---|---|---|")
 		bulk := targets[:3]
-		sel, cp := make([]float64, len(bulk)), make([]float64, len(bulk))
-		for i := range bulk {
-			sel[i], cp[i] = math.Inf(1), math.Inf(1)
-		}
+		sel, cp := make([][]float64, len(bulk)), make([][]float64, len(bulk))
 		for round := range *rounds {
 			for k := range bulk {
 				i := (k + round) % len(bulk)
-				sel[i] = math.Min(sel[i], timePsql(bulk[i].url, "SELECT * FROM hcp"))
-				cp[i] = math.Min(cp[i], timePsql(bulk[i].url, "COPY hcp TO STDOUT"))
+				sel[i] = append(sel[i], timePsql(bulk[i].url, "SELECT * FROM hcp"))
+				cp[i] = append(cp[i], timePsql(bulk[i].url, "COPY hcp TO STDOUT"))
 			}
 		}
+		// ratio: direct's time over the target's, best against best and
+		// the median of the rounds' ratios.
+		ratio := func(times [][]float64, i int) (float64, float64) {
+			var rs []float64
+			for round := range times[i] {
+				rs = append(rs, times[0][round]/times[i][round])
+			}
+			return slices.Min(times[0]) / slices.Min(times[i]), median(rs)
+		}
 		for i, tg := range bulk {
-			r.line(fmt.Sprintf("| %s | %.2f | %.2f | %.2f | %.2f |", tg.name, sel[i], cp[i], sel[0]/sel[i], cp[0]/cp[i]))
+			sb, sm := ratio(sel, i)
+			cb, cm := ratio(cp, i)
+			r.line(fmt.Sprintf("| %s | %.2f | %.2f | %.2f (%.2f) | %.2f (%.2f) |", tg.name, slices.Min(sel[i]), slices.Min(cp[i]), sb, sm, cb, cm))
 		}
 		r.line(fmt.Sprintf("\nsekisho peak RSS (VmHWM) after the bulk reads: %.1f MiB\n", float64(procKB(gwProc.Process.Pid, "VmHWM"))/1024))
 	}
