@@ -149,9 +149,10 @@ type Limits struct {
 	// (bench/RESULTS.md). The environment's GOGC, when set, wins.
 	GCPercent int `yaml:"gc_percent"`
 	// BusyPoll is how long the event loop keeps polling its sockets
-	// before it sleeps, while it has a processor to spare (no more
-	// sessions active than GOMAXPROCS less one, counting every open
-	// session with TLS, none of them streaming a result or a COPY): a
+	// before it sleeps, once it has had a processor to spare for ten
+	// 1 ms windows in a row (no more sessions active than GOMAXPROCS
+	// less one, counting every open session with TLS, none of them
+	// streaming a result or a COPY): a
 	// lone client's statements and answers are then relayed without
 	// waking a sleeping thread (tens of microseconds each on a virtual
 	// machine), for at most this much CPU per wait. 0s: never. Unset:
