@@ -102,9 +102,11 @@ type loopConn struct {
 	events uint32 // what epoll is asked for
 	client bool
 	// Upstream side only (see pace): bytes read in the answer now
-	// streaming, whether the socket wakes the loop only for
-	// coalesceBytes, and when it was last read.
+	// streaming (since ReadyForQuery number readies), whether the
+	// socket wakes the loop only for coalesceBytes, and when it was
+	// last read.
 	streamBytes int
+	readies     uint64
 	coalescing  bool
 	lastRead    time.Time
 }
@@ -443,7 +445,9 @@ func (l *eventLoop) run() {
 // coalesceAfter bytes, the upstream socket wakes the loop only when
 // coalesceBytes have come (SO_RCVLOWAT), or, for the tail of the answer,
 // when the loop has not read it for coalesceWait. Answers shorter than
-// coalesceAfter, the ones a person waits for, are never held back.
+// coalesceAfter, the ones a person waits for, are never held back; an
+// answer is what one Query or Sync gets, so a client that pipelines many
+// short statements is not held back either.
 const (
 	coalesceAfter = 4 << 20
 	coalesceBytes = 64 << 10
@@ -471,6 +475,16 @@ func (l *eventLoop) pace(c *loopConn, streaming bool) {
 			c.in, c.off = nil, 0 // the larger buffer is for the stream only
 		}
 		return
+	}
+	if r := c.ls.ss.answered(); r != c.readies {
+		// A pipelining client keeps answers coming without a pause;
+		// what counts is the length of one sync unit's answer.
+		c.readies, c.streamBytes = r, 0
+		if c.coalescing {
+			l.coalesced = slices.DeleteFunc(l.coalesced, func(o *loopConn) bool { return o == c })
+			l.uncoalesce(c)
+			return
+		}
 	}
 	if c.coalescing {
 		c.lastRead = time.Now()

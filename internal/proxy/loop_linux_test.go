@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sys/unix"
 
 	"github.com/sekisho/sekisho/internal/config"
@@ -224,5 +225,75 @@ func TestCoalesceLongAnswer(t *testing.T) {
 	next := g.connect(t)
 	if got := backendPID(t, next); got != pid {
 		t.Fatalf("the next session has backend %s, want the reused %s", got, pid)
+	}
+}
+
+// A client that pipelines short statements keeps answers coming without
+// a pause, but no one answer is long: the socket is never coalesced.
+func TestCoalesceNotForPipelinedShortAnswers(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	starts := func() int {
+		l := g.srv.eventLoop()
+		got := make(chan int, 1)
+		l.post(func() { got <- l.coalesceStarts })
+		return <-got
+	}
+	before := 0
+	if g.cfg.Limits.Relay != config.RelayGoroutines {
+		before = starts()
+	}
+	// 60 batches of 200 rows of 1 kB, each sent while the four before
+	// it are still to be read: about 12 MB of answers, 200 kB per
+	// Sync, with a batch nearly always outstanding.
+	const width, per, batches, ahead = 1000, 200, 60, 4
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	p := conn.StartPipeline(ctx)
+	send := func() {
+		for range per {
+			p.SendQueryParams(fmt.Sprintf("SELECT repeat('y', %d)", width), nil, nil, nil, nil)
+		}
+		if err := p.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(batch int) {
+		for i := range per {
+			res, err := p.GetResults()
+			if err != nil {
+				t.Fatalf("batch %d, result %d: %v", batch, i, err)
+			}
+			rr, ok := res.(*pgconn.ResultReader)
+			if !ok {
+				t.Fatalf("batch %d, result %d: %T", batch, i, res)
+			}
+			if r := rr.Read(); r.Err != nil || len(r.Rows) != 1 || len(r.Rows[0][0]) != width {
+				t.Fatalf("batch %d, result %d: %v, %d rows", batch, i, r.Err, len(r.Rows))
+			}
+		}
+		if res, err := p.GetResults(); err != nil {
+			t.Fatal(err)
+		} else if _, ok := res.(*pgconn.PipelineSync); !ok {
+			t.Fatalf("batch %d: want PipelineSync, got %T", batch, res)
+		}
+	}
+	for range ahead {
+		send()
+	}
+	for b := ahead; b < batches; b++ {
+		send()
+		read(b - ahead)
+	}
+	for b := batches - ahead; b < batches; b++ {
+		read(b)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if g.cfg.Limits.Relay != config.RelayGoroutines {
+		if after := starts(); after != before {
+			t.Fatalf("coalescing started %d times for answers of %d bytes each", after-before, per*width)
+		}
 	}
 }

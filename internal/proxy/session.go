@@ -64,6 +64,7 @@ type Session struct {
 
 	mu      sync.Mutex
 	pending int    // Query, Sync and FunctionCall messages not yet answered by ReadyForQuery
+	readies uint64 // ReadyForQuery messages relayed (the sync units answered)
 	runs    []*run // statements in the order the upstream will answer them
 	killed  *Refusal
 	// wasKilled is set with killed: the relay checks it after every
@@ -1042,6 +1043,13 @@ func (ss *Session) streaming(fromClient bool) bool {
 	return ss.copyIn || !fromClient && ss.pending > 0
 }
 
+// answered returns how many sync units the upstream has answered.
+func (ss *Session) answered() uint64 {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.readies
+}
+
 // readyForQuery ends a sync unit: the simple query (or Sync) at the head
 // completes, and extended statements skipped after an error are dropped.
 func (ss *Session) readyForQuery() {
@@ -1067,6 +1075,7 @@ func (ss *Session) readyForQuery() {
 		// the server after an earlier error in the same pipeline.
 	}
 	ss.runs = ss.runs[i:]
+	ss.readies++
 	if ss.pending > 0 {
 		ss.pending--
 	}
