@@ -152,11 +152,10 @@ type Limits struct {
 	// before it sleeps, once it has had a processor to spare for ten
 	// 1 ms windows in a row (no more sessions active than GOMAXPROCS
 	// less one, counting every open session with TLS, none of them
-	// streaming a result or a COPY): a
-	// lone client's statements and answers are then relayed without
-	// waking a sleeping thread (tens of microseconds each on a virtual
-	// machine), for at most this much CPU per wait. 0s: never. Unset:
-	// DefaultBusyPoll.
+	// streaming a result or a COPY): a lone client's statements and
+	// answers are then relayed without waking a sleeping thread (tens
+	// of microseconds each on a virtual machine), for at most this much
+	// CPU per wait. 0s: never. Unset: DefaultBusyPoll.
 	BusyPoll *Duration `yaml:"busy_poll"`
 }
 
