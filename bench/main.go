@@ -70,6 +70,9 @@ func main() {
 
 func run() error {
 	ctx := context.Background()
+	if *rounds < 1 || *bulkRnds < 1 || *seconds < 1 {
+		return fmt.Errorf("-rounds, -bulk-rounds and -seconds must be at least 1 (got %d, %d, %d)", *rounds, *bulkRnds, *seconds)
+	}
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
 		return err
 	}
