@@ -42,8 +42,8 @@ import (
 )
 
 var (
-	seconds  = flag.Int("seconds", 10, "duration of each pgbench run")
-	rounds   = flag.Int("rounds", 3, "rounds of the TPS and latency runs; each round runs every target once, in a rotating order")
+	seconds  = flag.Int("seconds", 3, "duration of each pgbench run")
+	rounds   = flag.Int("rounds", 9, "rounds of the TPS and latency runs; each round runs every target once, in a rotating order (a 3 s run varies by ±10% on a shared VM: more, shorter rounds pair runs closer in time)")
 	bulkRnds = flag.Int("bulk-rounds", 10, "rounds of the bulk reads of hcp (a read takes 1-2 s and varies by ±15% on a shared VM)")
 	scale    = flag.Int("scale", 10, "pgbench scale factor")
 	hcpRows  = flag.Int("hcp-rows", demodata.HCPRows, "rows in hcp")
@@ -218,10 +218,17 @@ func run() error {
 		r.line("so a slow minute of this shared VM weighs on both sides of a ratio.\n")
 		r.line("| mode | clients | direct | sekisho | pgbouncer | go-relay | sekisho/direct | sekisho/pgbouncer | pgbouncer/direct | sekisho/go-relay |")
 		r.line("|---|---|---|---|---|---|---|---|---|---|")
+		var spread []string
 		row := func(label string, c int, args ...string) {
-			tps, ratio := interleaved(targets, func(tg target) float64 { return pgbench(tg.url, args...) })
+			tps, ratio, ratios := interleaved(targets, func(tg target) float64 { return pgbench(tg.url, args...) })
 			r.line(fmt.Sprintf("| %s | %d | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f |", label, c, tps["direct"], tps["sekisho"], tps["pgbouncer"], tps["go-relay"],
 				ratio("sekisho", "direct"), ratio("sekisho", "pgbouncer"), ratio("pgbouncer", "direct"), ratio("sekisho", "go-relay")))
+			rs := ratios("sekisho", "pgbouncer")
+			if len(rs) == 0 {
+				return // every run failed (pgbench said why on stderr)
+			}
+			spread = append(spread, fmt.Sprintf("| %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %d of %d |", label, c,
+				slices.Min(rs), quantile(rs, 0.25), median(rs), quantile(rs, 0.75), slices.Max(rs), countBelow(rs, 0.9), len(rs)))
 		}
 		for _, mode := range []string{"simple", "extended", "prepared"} {
 			for _, c := range []int{1, 8, 32} {
@@ -230,6 +237,12 @@ func run() error {
 		}
 		step("pgbench -S -C")
 		row("simple, new connection per transaction (-C)", 8, "-S", "-C", "-c", "8", "-j", "2")
+		r.line("\nsekisho/pgbouncer within each round: the spread behind the medians above (quartiles interpolated).\n")
+		r.line("| mode | clients | min | lower quartile | median | upper quartile | max | rounds below 0.9 |")
+		r.line("|---|---|---|---|---|---|---|---|")
+		for _, l := range spread {
+			r.line(l)
+		}
 
 		step("latency, 1 client, prepared")
 		r.line("\n### pgbench -S -M prepared, 1 client: per-transaction latency (µs)\n")
@@ -550,9 +563,10 @@ func stopProc(c *exec.Cmd) {
 }
 
 // interleaved runs measure for every target, *rounds times, rotating which
-// target goes first, and returns each target's median and a function for
-// the median over rounds of the ratio between two targets in one round.
-func interleaved(targets []target, measure func(target) float64) (map[string]float64, func(a, b string) float64) {
+// target goes first, and returns each target's median, a function for
+// the median over rounds of the ratio between two targets in one round,
+// and one for those ratios themselves.
+func interleaved(targets []target, measure func(target) float64) (map[string]float64, func(a, b string) float64, func(a, b string) []float64) {
 	runs := map[string][]float64{}
 	for round := range *rounds {
 		for i := range targets {
@@ -564,16 +578,42 @@ func interleaved(targets []target, measure func(target) float64) (map[string]flo
 	for k, v := range runs {
 		med[k] = median(v)
 	}
-	ratio := func(a, b string) float64 {
+	ratios := func(a, b string) []float64 {
 		var rs []float64
 		for i := range runs[a] {
 			if i < len(runs[b]) && runs[b][i] > 0 {
 				rs = append(rs, runs[a][i]/runs[b][i])
 			}
 		}
-		return median(rs)
+		return rs
 	}
-	return med, ratio
+	ratio := func(a, b string) float64 { return median(ratios(a, b)) }
+	return med, ratio, ratios
+}
+
+// quantile is the q-quantile of v, interpolated between order statistics
+// (q 0.5 is the median).
+func quantile(v []float64, q float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	pos := q * float64(len(s)-1)
+	i := int(pos)
+	if i+1 >= len(s) {
+		return s[len(s)-1]
+	}
+	return s[i] + (pos-float64(i))*(s[i+1]-s[i])
+}
+
+func countBelow(v []float64, limit float64) int {
+	n := 0
+	for _, x := range v {
+		if x < limit {
+			n++
+		}
+	}
+	return n
 }
 
 func median(v []float64) float64 {
