@@ -184,11 +184,18 @@ func run() error {
 		r.line("| target | SELECT * s | COPY TO STDOUT s | SELECT ratio to direct | COPY ratio to direct |")
 		r.line("|---|---|---|---|---|")
 		bulk := targets[:3]
+		proxyPid := []int{0, gwProc.Process.Pid, pbProc.Process.Pid} // direct has none
 		sel, cp := make([][]float64, len(bulk)), make([][]float64, len(bulk))
+		// CPU seconds per SELECT * read: psql's own, and the proxy's.
+		psqlCPU, proxyCPU := make([][]float64, len(bulk)), make([][]float64, len(bulk))
 		for round := range *bulkRnds {
 			for k := range bulk {
 				i := (k + round) % len(bulk)
-				sel[i] = append(sel[i], timePsql(bulk[i].url, "SELECT * FROM hcp"))
+				before := cpuSeconds(proxyPid[i])
+				wall, cpu := timePsqlCPU(bulk[i].url, "SELECT * FROM hcp")
+				sel[i] = append(sel[i], wall)
+				psqlCPU[i] = append(psqlCPU[i], cpu)
+				proxyCPU[i] = append(proxyCPU[i], cpuSeconds(proxyPid[i])-before)
 				cp[i] = append(cp[i], timePsql(bulk[i].url, "COPY hcp TO STDOUT"))
 			}
 		}
@@ -205,6 +212,17 @@ func run() error {
 			sb, sm := ratio(sel, i)
 			cb, cm := ratio(cp, i)
 			r.line(fmt.Sprintf("| %s | %.2f | %.2f | %.2f (%.2f) | %.2f (%.2f) |", tg.name, slices.Min(sel[i]), slices.Min(cp[i]), sb, sm, cb, cm))
+		}
+		r.line("\nCPU per SELECT * read, medians over the rounds (psql is the bound: a target whose reads are slow")
+		r.line("while psql's CPU is not higher was slow on its own side):\n")
+		r.line("| target | wall s | psql CPU s | proxy CPU s |")
+		r.line("|---|---|---|---|")
+		for i, tg := range bulk {
+			proxy := "—"
+			if proxyPid[i] != 0 {
+				proxy = fmt.Sprintf("%.2f", median(proxyCPU[i]))
+			}
+			r.line(fmt.Sprintf("| %s | %.2f | %.2f | %s |", tg.name, median(sel[i]), median(psqlCPU[i]), proxy))
 		}
 		r.line(fmt.Sprintf("\nsekisho peak RSS (VmHWM) after the bulk reads: %.1f MiB\n", float64(procKB(gwProc.Process.Pid, "VmHWM"))/1024))
 	}
@@ -808,6 +826,13 @@ func pgbenchLatency(url, work string) (float64, float64) {
 }
 
 func timePsql(url, sql string) float64 {
+	wall, _ := timePsqlCPU(url, sql)
+	return wall
+}
+
+// timePsqlCPU runs sql with psql, output thrown away, and returns the wall
+// time and psql's own CPU time in seconds (NaN for both if it failed).
+func timePsqlCPU(url, sql string) (float64, float64) {
 	start := time.Now()
 	cmd := exec.Command("psql", url, "-X", "-q", "-At", "-c", sql)
 	devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
@@ -817,9 +842,19 @@ func timePsql(url, sql string) float64 {
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "psql %q: %v\n%s\n", sql, err, stderr.String())
-		return math.NaN()
+		return math.NaN(), math.NaN()
 	}
-	return time.Since(start).Seconds()
+	wall := time.Since(start).Seconds()
+	return wall, (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+}
+
+// cpuSeconds is a process's CPU time so far (0 for pid 0).
+func cpuSeconds(pid int) float64 {
+	if pid == 0 {
+		return 0
+	}
+	u, s := procCPU(pid)
+	return (u + s).Seconds()
 }
 
 func best(n int, f func() float64) float64 {
