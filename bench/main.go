@@ -43,7 +43,7 @@ import (
 
 var (
 	seconds  = flag.Int("seconds", 3, "duration of each pgbench run")
-	rounds   = flag.Int("rounds", 9, "rounds of the TPS and latency runs; each round runs every target once, in a rotating order (a 3 s run varies by ±10% on a shared VM: more, shorter rounds pair runs closer in time)")
+	rounds   = flag.Int("rounds", 9, "rounds of the TPS, latency and proxy-CPU runs; each round runs every target once, in a rotating order (a 3 s run varies by ±10% on a shared VM: more, shorter rounds pair runs closer in time)")
 	bulkRnds = flag.Int("bulk-rounds", 10, "rounds of the bulk reads of hcp (a read takes 1-2 s and varies by ±15% on a shared VM)")
 	scale    = flag.Int("scale", 10, "pgbench scale factor")
 	hcpRows  = flag.Int("hcp-rows", demodata.HCPRows, "rows in hcp")
@@ -313,22 +313,47 @@ func run() error {
 	}
 
 	step("proxy CPU per transaction")
-	r.line("\n### Proxy CPU per transaction (pgbench -S -M prepared, 8 clients, 20,000 transactions each)\n")
-	r.line("| proxy | user µs/tx | system µs/tx | total µs/tx |")
-	r.line("|---|---|---|---|")
-	for _, p := range []struct {
+	r.line(fmt.Sprintf("\n### Proxy CPU per transaction (pgbench -S -M prepared, 8 clients, 20,000 transactions per run, %d interleaved rounds)\n", *rounds))
+	r.line("Medians over the rounds. Context switches: voluntary and involuntary, summed over the proxy's threads")
+	r.line("(a thread that sleeps in a wait and is woken counts one; so does one preempted by a process it woke).\n")
+	r.line("| proxy | user µs/tx | system µs/tx | total µs/tx | total, min–max over the rounds | context switches/tx |")
+	r.line("|---|---|---|---|---|---|")
+	type proxy struct {
 		name string
 		url  string
 		pid  int
-	}{{"sekisho", gw.url, gwProc.Process.Pid}, {"pgbouncer", pb.url, pbProc.Process.Pid}, {"go-relay", relay.url, relayProc.Process.Pid}} {
-		u0, s0 := procCPU(p.pid)
-		out, err := exec.Command("pgbench", "-S", "-M", "prepared", "-c", "8", "-j", "2", "-t", "2500", "-n", p.url).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("pgbench for CPU: %v\n%s", err, out)
+	}
+	proxies := []proxy{{"sekisho", gw.url, gwProc.Process.Pid}, {"pgbouncer", pb.url, pbProc.Process.Pid}, {"go-relay", relay.url, relayProc.Process.Pid}}
+	type cpuRun struct{ user, sys, switches []float64 }
+	cpu := map[string]*cpuRun{}
+	for round := range *rounds {
+		for i := range proxies {
+			p := proxies[(i+round)%len(proxies)]
+			u0, s0 := procCPU(p.pid)
+			c0 := procSwitches(p.pid)
+			out, err := exec.Command("pgbench", "-S", "-M", "prepared", "-c", "8", "-j", "2", "-t", "2500", "-n", p.url).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("pgbench for CPU: %v\n%s", err, out)
+			}
+			u1, s1 := procCPU(p.pid)
+			c1 := procSwitches(p.pid)
+			if cpu[p.name] == nil {
+				cpu[p.name] = &cpuRun{}
+			}
+			c := cpu[p.name]
+			c.user = append(c.user, float64((u1-u0).Microseconds())/20000)
+			c.sys = append(c.sys, float64((s1-s0).Microseconds())/20000)
+			c.switches = append(c.switches, float64(c1-c0)/20000)
 		}
-		u1, s1 := procCPU(p.pid)
-		us := func(d time.Duration) float64 { return float64(d.Microseconds()) / 20000 }
-		r.line(fmt.Sprintf("| %s | %.1f | %.1f | %.1f |", p.name, us(u1-u0), us(s1-s0), us(u1-u0+s1-s0)))
+	}
+	for _, p := range proxies {
+		c := cpu[p.name]
+		total := make([]float64, len(c.user))
+		for i := range total {
+			total[i] = c.user[i] + c.sys[i]
+		}
+		r.line(fmt.Sprintf("| %s | %.1f | %.1f | %.1f | %.1f–%.1f | %.2f |", p.name, median(c.user), median(c.sys), median(total),
+			slices.Min(total), slices.Max(total), median(c.switches)))
 	}
 
 	step("200 idle sessions")
@@ -866,7 +891,13 @@ func best(n int, f func() float64) float64 {
 }
 
 func procKB(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	return procField(fmt.Sprintf("/proc/%d/status", pid), field)
+}
+
+// procField reads a number field of a /proc status file ("VmRSS" in kB,
+// "voluntary_ctxt_switches" a count).
+func procField(path, field string) int64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
@@ -899,6 +930,18 @@ func idleSessions(ctx context.Context, url string, pid, n int) (int64, error) {
 	}
 	time.Sleep(time.Second)
 	return procKB(pid, "VmRSS"), nil
+}
+
+// procSwitches returns the context switches of a process's threads so
+// far, voluntary and involuntary (threads that exited are not counted).
+func procSwitches(pid int) int64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	var n int64
+	for _, t := range tasks {
+		n += procField(filepath.Join(t, "status"), "voluntary_ctxt_switches")
+		n += procField(filepath.Join(t, "status"), "nonvoluntary_ctxt_switches")
+	}
+	return n
 }
 
 // procCPU returns a process's user and system CPU time so far.
