@@ -76,6 +76,12 @@ type eventLoop struct {
 	// coalesceStarts counts how often one started to be (for tests).
 	coalesced      []*loopConn
 	coalesceStarts int
+
+	// now is when the loop last woke up (loop thread only): what a
+	// wake-up relays is stamped with it — a statement's start and end,
+	// a client's last activity — instead of reading the clock for each
+	// message (a clock read costs about as much as relaying one).
+	now time.Time
 }
 
 // loopSession is a session while the loop relays it.
@@ -343,15 +349,18 @@ func (l *eventLoop) busyPoll(events []unix.EpollEvent, now time.Time) (int, sysc
 func (l *eventLoop) run() {
 	events := make([]unix.EpollEvent, 128)
 	busy := false
-	lastYield := time.Now()
+	l.now = time.Now()
+	lastYield := l.now
 	for {
 		// The runtime takes a goroutine that has run for 10 ms without
 		// being scheduled for a runaway: a signal to preempt it, its
 		// processor taken from it in the middle of a wait, and the
 		// runtime's monitor thread waking every 20 µs for a while after.
 		// System calls do not count as being scheduled, so the loop,
-		// which otherwise never gives way, yields now and then.
-		now := time.Now()
+		// which otherwise never gives way, yields now and then. The
+		// time is the last wake-up's: late by what that wake-up relayed,
+		// microseconds.
+		now := l.now
 		if now.Sub(lastYield) > loopYieldEvery {
 			runtime.Gosched()
 			lastYield = now
@@ -381,6 +390,7 @@ func (l *eventLoop) run() {
 				n = 0
 			}
 		}
+		l.now = time.Now()
 		busy = n > 1
 		for i := 0; i < n; i++ {
 			ev := events[i]
@@ -434,7 +444,7 @@ func (l *eventLoop) run() {
 			}
 		}
 		if len(l.coalesced) > 0 {
-			l.sweep(time.Now())
+			l.sweep(l.now)
 		}
 	}
 }
@@ -487,7 +497,7 @@ func (l *eventLoop) pace(c *loopConn, streaming bool) {
 		}
 	}
 	if c.coalescing {
-		c.lastRead = time.Now()
+		c.lastRead = l.now
 		return
 	}
 	if c.streamBytes < coalesceAfter {
@@ -497,7 +507,7 @@ func (l *eventLoop) pace(c *loopConn, streaming bool) {
 		return // reading in small pieces is slower, not wrong
 	}
 	c.coalescing = true
-	c.lastRead = time.Now()
+	c.lastRead = l.now
 	l.coalesced = append(l.coalesced, c)
 	l.coalesceStarts++
 }
@@ -573,7 +583,7 @@ func (l *eventLoop) readable(c *loopConn, events uint32) {
 	}
 	c.in = c.in[:len(c.in)+n]
 	if c.client {
-		ls.ss.lastClient.Store(time.Now().UnixNano())
+		ls.ss.lastClient.Store(l.now.UnixNano())
 	} else {
 		c.streamBytes += n
 	}
@@ -585,6 +595,11 @@ func (l *eventLoop) readable(c *loopConn, events uint32) {
 func (l *eventLoop) relayIn(c *loopConn) {
 	ls := c.ls
 	ss := ls.ss
+	if c.client {
+		ss.cs.at = l.now
+	} else {
+		ss.us.at = l.now
+	}
 	for {
 		typ, body, n, err := wire.Frame(c.in[c.off:], c.maxLen)
 		if err != nil {
@@ -822,6 +837,9 @@ func (ls *loopSession) restore() {
 	ss.client = client
 	ss.up.conn = up
 	ss.mu.Unlock()
+	// Back on goroutines (to end, or to relay a Terminate's leftovers):
+	// those read the clock themselves.
+	ss.cs.at, ss.us.at = time.Time{}, time.Time{}
 	ss.cw.mu.Lock()
 	ss.cw.conn = client
 	ss.cw.mu.Unlock()

@@ -537,3 +537,31 @@ func TestClientStateTextMemo(t *testing.T) {
 		}
 	}
 }
+
+// TestStatementTimes checks the times on statement events: the event loop
+// stamps a statement with the wake-up that read it and its end with the
+// one that read the answer, the goroutine relay reads the clock. Either
+// way a statement that sleeps 200 ms lasts at least that long, and its
+// event's time lies between sending it and receiving the answer.
+func TestStatementTimes(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	for _, proto := range []string{"simple", "extended"} {
+		before := time.Now()
+		if proto == "simple" {
+			exec(t, conn, "SELECT pg_sleep(0.2)")
+		} else if _, err := conn.ExecParams(t.Context(), "SELECT pg_sleep($1)", [][]byte{[]byte("0.2")}, nil, nil, nil).Close(); err != nil {
+			t.Fatal(err)
+		}
+		after := time.Now()
+		e := g.audit.waitFor(t, proto+" pg_sleep", func(e audit.Event) bool {
+			return e.Type == audit.Statement && e.Protocol == proto && strings.Contains(e.Statement, "pg_sleep")
+		})
+		if e.Duration < 200 || e.Duration > float64(after.Sub(before).Milliseconds())+1 {
+			t.Errorf("%s: duration %.3f ms, want at least 200 and at most the %v the client waited", proto, e.Duration, after.Sub(before))
+		}
+		if e.Time.Before(before) || e.Time.After(after) {
+			t.Errorf("%s: event time %v outside the call (%v to %v)", proto, e.Time, before, after)
+		}
+	}
+}

@@ -419,6 +419,9 @@ type clientState struct {
 	// execution), and it need not be copied, shaped and redacted anew.
 	lastText, lastRedacted string
 	lastShape              sqlscope.Shape
+	// at: when the event loop read what it is relaying now (zero on the
+	// goroutine relay, which reads the clock per statement).
+	at time.Time
 }
 
 // text returns q as a string with its shape and redaction, from the memo
@@ -458,7 +461,7 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 			return ss.protocolError("malformed Query message")
 		}
 		text, sh, red := cs.text(q)
-		r := &run{kind: 'Q', text: red, start: ss.srv.now()}
+		r := &run{kind: 'Q', text: red, start: ss.clock(cs.at)}
 		st := &Statement{Kind: 'Q', Text: text, Redacted: red, Shape: sh}
 		if ref := ss.decide(st); ref != nil {
 			r.refusal, r.token = ref, ss.nextToken()
@@ -493,7 +496,7 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 			}
 		}
 		if ref != nil {
-			r := &run{kind: 'R', text: red, start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
+			r := &run{kind: 'R', text: red, start: ss.clock(cs.at), refusal: ref, token: ss.nextToken()}
 			ss.uw, _ = (&pgproto3.Parse{Name: name, Query: r.token}).Encode(ss.uw)
 			ss.enqueue(r, false)
 		} else {
@@ -545,7 +548,7 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 			ss.uw, _ = (&pgproto3.Describe{ObjectType: 'P', Name: string(pname)}).Encode(ss.uw)
 			ss.enqueue(ownDescribeRun, false)
 		}
-		ss.enqueue(&run{kind: 'E', text: pr.text, start: ss.srv.now(), masked: pr.masked}, false)
+		ss.enqueue(&run{kind: 'E', text: pr.text, start: ss.clock(cs.at), masked: pr.masked}, false)
 		ss.uw = wire.AppendFrame(ss.uw, typ, body)
 	case 'C':
 		m, derr := dec.Decode(typ, body)
@@ -577,7 +580,7 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 		ref := &Refusal{Code: codeFeatureNotSupported, Reason: "function_call_refused",
 			Message: "the FunctionCall (fast-path) protocol message is not allowed through sekisho",
 			Hint:    "Call the function with a SELECT statement instead (large objects: use lo_* SQL functions)."}
-		r := &run{kind: 'Q', text: "(FunctionCall)", start: ss.srv.now(), refusal: ref, token: ss.nextToken()}
+		r := &run{kind: 'Q', text: "(FunctionCall)", start: ss.clock(cs.at), refusal: ref, token: ss.nextToken()}
 		ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
 		ss.enqueue(r, true)
 	case 'c', 'f':
@@ -647,6 +650,16 @@ func (ss *Session) decide(st *Statement) *Refusal {
 	}
 	st.Principal = ss.principal
 	return ss.inspector.Statement(st)
+}
+
+// clock returns at, the time the event loop read the message being
+// handled, or the server's clock where there is none (the goroutine
+// relay).
+func (ss *Session) clock(at time.Time) time.Time {
+	if at.IsZero() {
+		return ss.srv.now()
+	}
+	return at
 }
 
 func (ss *Session) nextToken() string {
@@ -747,8 +760,9 @@ func (ss *Session) upstreamReadError(err error) error {
 type upstreamState struct {
 	dec       wire.BackendDecoder
 	filter    RowFilter
-	described bool // a RowDescription (or Result(nil)) covers the rows now arriving
-	cur       *run // the statement whose rows are arriving
+	described bool      // a RowDescription (or Result(nil)) covers the rows now arriving
+	cur       *run      // the statement whose rows are arriving
+	at        time.Time // as clientState.at, for the upstream's answers
 }
 
 // fromUpstream relays one upstream message to ss.cw, applying the
@@ -1021,7 +1035,7 @@ func (ss *Session) recordRun(r *run, outcome string) {
 	if r.refusal != nil {
 		reason = r.refusal.Reason // which rule refused it (column_denied, masked_expression, ...)
 	}
-	end := ss.srv.now()
+	end := ss.clock(ss.us.at)
 	err := ss.srv.record(audit.Event{Time: end, Type: audit.Statement, Session: ss.id, User: ss.principal.User, Role: ss.principal.Role,
 		Source: ss.principal.Source, Database: ss.principal.Database, Statement: r.text, Protocol: proto,
 		Rows: rows, Duration: ms(end.Sub(r.start)), Outcome: outcome, SQLState: r.err, Reason: reason})
@@ -1080,7 +1094,11 @@ func (ss *Session) readyForQuery() {
 		ss.pending--
 	}
 	if ss.pending == 0 {
-		ss.lastReady.Store(time.Now().UnixNano())
+		t := ss.us.at
+		if t.IsZero() {
+			t = time.Now()
+		}
+		ss.lastReady.Store(t.UnixNano())
 	}
 	ss.mu.Unlock()
 	// A refusal decided but not reached (an earlier error aborted the
