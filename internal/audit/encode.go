@@ -124,6 +124,10 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		if i+8 <= len(s) && plain8(s, i) {
+			i += 8 // the usual case: eight bytes that need no escape
+			continue
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
@@ -166,4 +170,26 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// Byte-wise constants for plain8.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// plain8 reports whether the eight bytes of s at i are printable ASCII
+// other than '"' and '\\', which JSON takes as they are. It tests them
+// together, as one word (no byte is 0x80 or above, none below 0x20,
+// none equal to either quote character).
+func plain8(s string, i int) bool {
+	x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+	if x&highs != 0 {
+		return false
+	}
+	// A byte b below n (for n ≤ 0x80, with no high bits set) borrows
+	// into its own high bit in b − n; the others do not.
+	below := func(x, n uint64) bool { return (x-ones*n)&^x&highs != 0 }
+	return !below(x, 0x20) && !below(x^(ones*'"'), 1) && !below(x^(ones*'\\'), 1)
 }
