@@ -33,6 +33,14 @@ func ShapeOf(sql string) Shape {
 
 // RedactShape is Redact for a statement whose Shape is known.
 func RedactShape(sql string, sh Shape) string {
+	out, _ := RedactShared(sql, sh)
+	return out
+}
+
+// RedactShared is RedactShape, and reports whether the result is the
+// redaction of every text of sh's shape (shared), so a caller may keep it
+// for the next text that has the same shape (see SameShape).
+func RedactShared(sql string, sh Shape) (out string, shared bool) {
 	if !sh.Known {
 		sh = ShapeOf(sql)
 	}
@@ -40,7 +48,7 @@ func RedactShape(sql string, sh Shape) string {
 	if !shaped || n == 0 {
 		// Only such texts are cached by exact text (below).
 		if v, ok := exactCache.get(sql); ok {
-			return v
+			return v, false
 		}
 	}
 	// Statements that differ only in numeric literals (an application's
@@ -48,7 +56,7 @@ func RedactShape(sql string, sh Shape) string {
 	// literalShape for why that result is the same for every such text.
 	if shaped && n > 0 {
 		if v, ok := shapeCache.get(key); ok {
-			return v
+			return v, true
 		}
 	}
 	out, err := pg_query.Normalize(sql)
@@ -58,11 +66,25 @@ func RedactShape(sql string, sh Shape) string {
 		// Only when the parser replaced exactly the numbers we found (and
 		// nothing else) is the result the same for every text of this shape.
 		shapeCache.put(key, out)
+		shared = true
 	}
 	if !shaped || n == 0 {
 		exactCache.put(sql, out)
 	}
-	return out
+	return out, shared
+}
+
+// SameShape reports whether sql has the literal shape sh (which must
+// have numeric literals: sh.OK and sh.N > 0), without allocating: a
+// client that repeats one statement with other numbers is recognised
+// at the cost of one scan of the text.
+func SameShape(sql string, sh Shape) bool {
+	if !sh.OK || sh.N == 0 {
+		return false
+	}
+	var buf [256]byte
+	key, n, ok := appendShape(buf[:0], sql)
+	return ok && n == sh.N && string(key) == sh.Key
 }
 
 // LiteralShape returns sql with each numeric literal replaced by NUL and
@@ -79,11 +101,19 @@ func LiteralShape(sql string) (key string, n int, ok bool) { return literalShape
 // change how the rest is parsed; Redact still takes every result from the
 // real parser and checks that it replaced exactly those numbers.
 func literalShape(sql string) (key string, n int, ok bool) {
-	if len(sql) > maxCachedText {
+	var buf [256]byte // on the stack for the usual short statement
+	b, n, ok := appendShape(buf[:0], sql)
+	if !ok {
 		return "", 0, false
 	}
-	var buf [256]byte // on the stack for the usual short statement
-	b := buf[:0]
+	return string(b), n, true
+}
+
+// appendShape appends literalShape's key to b.
+func appendShape(b []byte, sql string) (key []byte, n int, ok bool) {
+	if len(sql) > maxCachedText {
+		return b, 0, false
+	}
 	isIdent := func(c byte) bool {
 		return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 	}
@@ -92,11 +122,11 @@ func literalShape(sql string) (key string, n int, ok bool) {
 		c := sql[i]
 		switch {
 		case c >= 0x80 || c == '\'' || c == '"' || c == '$' || c == '\\' || c == 0:
-			return "", 0, false
+			return b, 0, false
 		case c == '-' && i+1 < len(sql) && sql[i+1] == '-', c == '/' && i+1 < len(sql) && sql[i+1] == '*':
-			return "", 0, false
+			return b, 0, false
 		case c == '.' && i+1 < len(sql) && isDigit(sql[i+1]):
-			return "", 0, false
+			return b, 0, false
 		case isIdent(c) && !isDigit(c):
 			j := i
 			for j < len(sql) && isIdent(sql[j]) {
@@ -106,7 +136,7 @@ func literalShape(sql string) (key string, n int, ok bool) {
 			i = j
 		case isDigit(c):
 			if i > 0 && sql[i-1] == '.' {
-				return "", 0, false
+				return b, 0, false
 			}
 			j := i
 			for j < len(sql) && isDigit(sql[j]) {
@@ -119,7 +149,7 @@ func literalShape(sql string) (key string, n int, ok bool) {
 				}
 			}
 			if j < len(sql) && (isIdent(sql[j]) || sql[j] == '.') {
-				return "", 0, false // 1e5, 1_000, 0x1F, 12.: leave them to the parser
+				return b, 0, false // 1e5, 1_000, 0x1F, 12.: leave them to the parser
 			}
 			b = append(b, 0) // NUL: the one byte no shaped text contains
 			n++
@@ -129,7 +159,7 @@ func literalShape(sql string) (key string, n int, ok bool) {
 			i++
 		}
 	}
-	return string(b), n, true
+	return b, n, true
 }
 
 // placeholders counts "$<digit>" in a normalized statement.

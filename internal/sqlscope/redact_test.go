@@ -90,3 +90,46 @@ func FuzzRedactShape(f *testing.F) {
 		}
 	})
 }
+
+// TestSameShapeAndSharedRedaction checks what a session may keep from one
+// statement for the next: a shared redaction is the parser's for every
+// text SameShape accepts, and SameShape accepts only texts that differ in
+// their numbers.
+func TestSameShapeAndSharedRedaction(t *testing.T) {
+	first := "SELECT abalance FROM pgbench_accounts WHERE aid = 42;"
+	sh := ShapeOf(first)
+	red, shared := RedactShared(first, sh)
+	if !shared || red != "SELECT abalance FROM pgbench_accounts WHERE aid = $1;" {
+		t.Fatalf("RedactShared(%q) = %q, %v", first, red, shared)
+	}
+	for _, tt := range []struct {
+		text string
+		same bool
+	}{
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = 7;", true},
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = 1234567;", true},
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = 7.5;", true},
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = '7';", false},             // a string literal: not shaped
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = 7 OR aid = 8;", false},    // more numbers
+		{"SELECT abalance FROM pgbench_accounts WHERE bid = 7;", false},               // another column
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = 7; DROP TABLE x;", false}, // more text
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = 7 -- x\n;", false},        // a comment
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = 1e5;", false},             // not a plain number
+	} {
+		if got := SameShape(tt.text, sh); got != tt.same {
+			t.Errorf("SameShape(%q) = %v, want %v", tt.text, got, tt.same)
+		}
+		if tt.same {
+			want, err := pg_query.Normalize(tt.text)
+			if err != nil || want != red {
+				t.Errorf("%q: the parser's redaction %q (%v) is not the shared %q", tt.text, want, err, red)
+			}
+		}
+	}
+	if SameShape("SELECT 1", ShapeOf("SELECT 'a'")) || SameShape("SELECT x", ShapeOf("SELECT x")) {
+		t.Error("SameShape accepted a shape without numbers")
+	}
+	if _, shared := RedactShared("SELECT 'a'", ShapeOf("SELECT 'a'")); shared {
+		t.Error("a redaction by exact text reported shared")
+	}
+}
