@@ -22,6 +22,13 @@ type policyInspector struct {
 	restricted bool // the role masks or denies some protected column here
 	cat        *sqlscope.Snapshot
 	masks      *mask.Stream // made at the first masked result
+	// The session's last decision taken by literal shape, with the
+	// catalog it was taken with: a client repeating one statement with
+	// other numbers gets it again without the shared cache's lock and
+	// lookup (role, database and configuration are the session's own).
+	lastKey string
+	lastCat *sqlscope.Snapshot
+	lastD   policy.Decision
 }
 
 func (s *Server) policyInspector(p Principal) Inspector {
@@ -60,7 +67,16 @@ func (i *policyInspector) Statement(st *Statement) *Refusal {
 	if !st.Shape.Known {
 		st.Shape = sqlscope.ShapeOf(st.Text)
 	}
-	d := i.srv.decisions.decide(i.cfg, i.pol, st.Principal.Role, st.Principal.Database, cat, st.Text, st.Shape)
+	var d policy.Decision
+	if sh := st.Shape; i.lastCat == cat && sh.OK && sh.N > 0 && sh.Key == i.lastKey {
+		d = i.lastD
+	} else {
+		var byShape bool
+		d, byShape = i.srv.decisions.decide(i.cfg, i.pol, st.Principal.Role, st.Principal.Database, cat, st.Text, st.Shape)
+		if byShape {
+			i.lastKey, i.lastCat, i.lastD = sh.Key, cat, d
+		}
+	}
 	if d.Refusal != nil {
 		return fromPolicy(d.Refusal)
 	}
@@ -228,7 +244,9 @@ type cachedDecision struct {
 // maxCachedDecisions bounds the cache; when full it starts over.
 const maxCachedDecisions = 8192
 
-func (c *decisionCache) decide(cfg *config.Config, pol *policy.Policy, role, db string, cat *sqlscope.Snapshot, text string, sh sqlscope.Shape) policy.Decision {
+// byShape reports that the decision holds for every text of sh's shape
+// (it was taken, or cached, by shape).
+func (c *decisionCache) decide(cfg *config.Config, pol *policy.Policy, role, db string, cat *sqlscope.Snapshot, text string, sh sqlscope.Shape) (d policy.Decision, byShape bool) {
 	// Statements that differ only in numeric literals (WHERE aid = 42,
 	// WHERE aid = 43) share a decision: the parser gives them the same
 	// tree but for those values, and no decision depends on a value —
@@ -246,16 +264,16 @@ func (c *decisionCache) decide(cfg *config.Config, pol *policy.Policy, role, db 
 	if cacheable {
 		c.mu.Lock()
 		e, ok := c.m[k]
+		byShape = ok && shaped
 		if !ok && shaped {
 			e, ok = c.m[decisionKey{role: role, database: db, text: text}]
 		}
 		c.mu.Unlock()
 		if ok && e.cfg == cfg && e.cat == cat {
-			return e.d
+			return e.d, byShape
 		}
 	}
 	sts, err := sqlscope.Analyze(text, cat)
-	var d policy.Decision
 	if err != nil {
 		d = policy.Decision{Refusal: policy.AnalysisRefusal(err)}
 	} else {
@@ -274,7 +292,7 @@ func (c *decisionCache) decide(cfg *config.Config, pol *policy.Policy, role, db 
 		c.m[k] = &cachedDecision{cfg: cfg, cat: cat, d: d}
 		c.mu.Unlock()
 	}
-	return d
+	return d, k.shaped
 }
 
 // callsOwnFunction reports whether fs include a function outside the

@@ -565,3 +565,44 @@ func TestStatementTimes(t *testing.T) {
 		}
 	}
 }
+
+// TestRepeatedShapesAudited sends statements that differ only in their
+// numbers, one after another in a session (the gateway then keeps the
+// last one's shape, redaction and decision), between others that do
+// not: each event names its own statement, redacted.
+func TestRepeatedShapesAudited(t *testing.T) {
+	g := startGW(t)
+	conn := g.connect(t)
+	texts := []struct{ sql, want string }{
+		{"SELECT 1 + 2 AS repeated", "SELECT $1 + $2 AS repeated"},
+		{"SELECT 3 + 40 AS repeated", "SELECT $1 + $2 AS repeated"},
+		{"SELECT 5 + length('secret-five') AS repeated", "SELECT $1 + length($2) AS repeated"},
+		{"SELECT 6 + 7 AS repeated", "SELECT $1 + $2 AS repeated"},
+		{"SELECT 8 + 9 + 10 AS repeated", "SELECT $1 + $2 + $3 AS repeated"},
+		{"SELECT 11 + 12 AS repeated", "SELECT $1 + $2 AS repeated"},
+	}
+	for _, tt := range texts {
+		exec(t, conn, tt.sql)
+	}
+	var got []string
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < len(texts) && time.Now().Before(deadline) {
+		got = got[:0]
+		g.audit.mu.Lock()
+		for _, e := range g.audit.events {
+			if e.Type == audit.Statement && strings.HasSuffix(e.Statement, "AS repeated") {
+				got = append(got, e.Statement)
+			}
+		}
+		g.audit.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(got) != len(texts) {
+		t.Fatalf("%d statement events, want %d: %q", len(got), len(texts), got)
+	}
+	for i, tt := range texts {
+		if got[i] != tt.want {
+			t.Errorf("event %d: %q, want %q", i, got[i], tt.want)
+		}
+	}
+}

@@ -419,6 +419,11 @@ type clientState struct {
 	// execution), and it need not be copied, shaped and redacted anew.
 	lastText, lastRedacted string
 	lastShape              sqlscope.Shape
+	// lastShared: lastRedacted is the redaction of every text of
+	// lastShape's shape, so a text that differs from the last one only in
+	// its numbers (WHERE aid = 42, then 43) need not be shaped and
+	// redacted anew either.
+	lastShared bool
 	// at: when the event loop read what it is relaying now (zero on the
 	// goroutine relay, which reads the clock per statement).
 	at time.Time
@@ -429,8 +434,13 @@ type clientState struct {
 func (cs *clientState) text(q []byte) (string, sqlscope.Shape, string) {
 	if string(q) != cs.lastText || cs.lastText == "" && len(q) == 0 && !cs.lastShape.Known {
 		text := string(q)
+		if cs.lastShared && sqlscope.SameShape(text, cs.lastShape) {
+			cs.lastText = text
+			return cs.lastText, cs.lastShape, cs.lastRedacted
+		}
 		sh := sqlscope.ShapeOf(text)
-		cs.lastText, cs.lastShape, cs.lastRedacted = text, sh, sqlscope.RedactShape(text, sh)
+		red, shared := sqlscope.RedactShared(text, sh)
+		cs.lastText, cs.lastShape, cs.lastRedacted, cs.lastShared = text, sh, red, shared
 	}
 	return cs.lastText, cs.lastShape, cs.lastRedacted
 }
