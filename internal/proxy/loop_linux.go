@@ -80,7 +80,8 @@ type eventLoop struct {
 	// now is when the loop last woke up (loop thread only): what a
 	// wake-up relays is stamped with it — a statement's start and end,
 	// a client's last activity — instead of reading the clock for each
-	// message (a clock read costs about as much as relaying one).
+	// message (four or five reads per transaction were a tenth of the
+	// gateway's user time on a virtual machine).
 	now time.Time
 }
 
