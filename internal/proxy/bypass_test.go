@@ -898,3 +898,32 @@ func TestViewRedefinedOutsideTheGateway(t *testing.T) {
 		t.Fatalf("leaked: %q", l)
 	}
 }
+
+// TestRepeatedShapesKeepTheDecision: a session keeps its last decision
+// taken by literal shape for the next statement that differs only in its
+// numbers. Masked reads stay masked and refused shapes stay refused when
+// repeated, in either protocol, with other shapes in between.
+func TestRepeatedShapesKeepTheDecision(t *testing.T) {
+	f := newCorpusFixture(t, true)
+	c := f.connect(t, testUser, testPassword)
+	for i := 1; i <= 3; i++ {
+		for _, a := range []attempt{
+			{name: "masked read", sql: fmt.Sprintf("SELECT id, email, name FROM hcp WHERE id = %d", i), mode: "simple", want: "ok"},
+			{name: "masked read again", sql: fmt.Sprintf("SELECT id, email, name FROM hcp WHERE id = %d", i+10), mode: "simple", want: "ok"},
+			{name: "masked read, extended", sql: fmt.Sprintf("SELECT id, email, name FROM hcp WHERE id = %d", i+20), mode: "extended", want: "ok"},
+			// A function of a masked column in a filter is refused; the
+			// database itself would run it without an error.
+			{name: "refused filter", sql: fmt.Sprintf("SELECT id FROM hcp WHERE length(email) = %d", i), mode: "simple", want: "refused"},
+			{name: "refused filter again", sql: fmt.Sprintf("SELECT id FROM hcp WHERE length(email) = %d", i+10), mode: "extended", want: "refused"},
+		} {
+			c.reset()
+			_, err := c.run(t, a)
+			if l := f.leaks(c.received()); len(l) > 0 {
+				t.Errorf("%s (%d): leaked %q", a.name, i, l)
+			}
+			if (err == nil) != (a.want == "ok") {
+				t.Errorf("%s (%d): err %v, want %s", a.name, i, err, a.want)
+			}
+		}
+	}
+}
