@@ -927,3 +927,40 @@ func TestRepeatedShapesKeepTheDecision(t *testing.T) {
 		}
 	}
 }
+
+// A session keeps its last decision for the same text; a change of the
+// catalog in between (here another session's DDL through the gateway)
+// must not let the kept decision stand: the text now reads a masked
+// column.
+func TestRepeatedTextDecidedAfterCatalogChange(t *testing.T) {
+	f := newCorpusFixture(t, true)
+	admin := f.connect(t, adminUser, adminPass)
+	c := f.connect(t, testUser, testPassword)
+	ddl := func(sql string) {
+		t.Helper()
+		if _, err := admin.run(t, attempt{sql: sql, mode: "simple"}); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	ddl(`CREATE TABLE evil.swap (id bigint, v text); INSERT INTO evil.swap VALUES (1, 'plain')`)
+	// No number in the text: the decision is kept by text, not shape.
+	const q = `SELECT id FROM evil.swap WHERE length(v) > length('')`
+	for _, mode := range []string{"simple", "extended", "simple", "extended"} {
+		c.reset()
+		if _, err := c.run(t, attempt{sql: q, mode: mode}); err != nil {
+			t.Fatalf("%s before the change: %v", mode, err)
+		}
+	}
+	ddl(`ALTER TABLE evil.swap RENAME TO swap_old; CREATE VIEW evil.swap AS SELECT id, email AS v FROM public.hcp`)
+	for _, mode := range []string{"extended", "simple", "extended"} {
+		c.reset()
+		_, err := c.run(t, attempt{sql: q, mode: mode})
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "42501" {
+			t.Errorf("%s after evil.swap became a view of hcp.email: err %v, want refused (42501)", mode, err)
+		}
+		if l := f.leaks(c.received()); len(l) > 0 {
+			t.Errorf("%s: leaked %q", mode, l)
+		}
+	}
+}

@@ -55,9 +55,16 @@ func (c *catalogs) entry(db string) *catalogEntry {
 // DDL made it stale; refreshed in the background when it is older than
 // policy.catalog_refresh.
 func (s *Server) catalog(cfg *config.Config, u config.Upstream) (*sqlscope.Snapshot, error) {
-	e := s.catalogs.entry(u.Database)
+	return s.catalogOf(s.catalogs.entry(u.Database), cfg, u, time.Now())
+}
+
+// catalogOf is catalog for the database's entry e (entries are never
+// replaced, so a session may keep its own) at time at: the time the
+// statement being decided arrived, when the caller has it, so a decision
+// costs no clock read of its own.
+func (s *Server) catalogOf(e *catalogEntry, cfg *config.Config, u config.Upstream, at time.Time) (*sqlscope.Snapshot, error) {
 	snap := e.snap.Load()
-	now := time.Now().UnixNano() // one clock read per decision
+	now := at.UnixNano()
 	if snap != nil && !e.stale.Load() && time.Duration(now-e.checked.Load()) > cfg.Policy.CatalogCheck.D() && e.checking.CompareAndSwap(false, true) {
 		// Due for a check: made before this decision (one short query
 		// every policy.catalog_check), so a change is not decided with

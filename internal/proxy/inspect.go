@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"time"
+
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/sekisho/sekisho/internal/sqlscope"
@@ -81,6 +83,9 @@ type Statement struct {
 	Forgets sqlscope.Forget
 	// Principal is who sent it.
 	Principal Principal
+	// At is when it arrived (zero: not known, the inspector reads the
+	// clock if it needs the time).
+	At time.Time
 }
 
 // Principal is an authenticated, admitted gateway user.

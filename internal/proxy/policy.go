@@ -3,6 +3,7 @@ package proxy
 import (
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -21,21 +22,25 @@ type policyInspector struct {
 	pol        *policy.Policy
 	restricted bool // the role masks or denies some protected column here
 	cat        *sqlscope.Snapshot
+	catEntry   *catalogEntry
 	masks      *mask.Stream // made at the first masked result
-	// The session's last decision taken by literal shape, with the
-	// catalog it was taken with: a client repeating one statement with
-	// other numbers gets it again without the shared cache's lock and
-	// lookup (role, database and configuration are the session's own).
-	lastKey string
-	lastCat *sqlscope.Snapshot
-	lastD   policy.Decision
+	// The session's last decision, with the catalog it was taken with:
+	// a client repeating one statement (the same text, or, when the
+	// decision was taken by literal shape, the same shape with other
+	// numbers) gets it again without the shared cache's lock and lookup
+	// (role, database and configuration are the session's own).
+	// lastShaped: lastKey is a shape's key, not a text.
+	lastKey    string
+	lastShaped bool
+	lastCat    *sqlscope.Snapshot
+	lastD      policy.Decision
 }
 
 func (s *Server) policyInspector(p Principal) Inspector {
 	cfg := s.Config()
 	u, _ := cfg.Upstream(p.Database)
 	pol, err := policy.New(cfg, p.Role, p.Database)
-	i := &policyInspector{srv: s, cfg: cfg, up: u, pol: pol}
+	i := &policyInspector{srv: s, cfg: cfg, up: u, pol: pol, catEntry: s.catalogs.entry(u.Database)}
 	if err == nil {
 		i.restricted = pol.Restricted()
 	}
@@ -58,7 +63,11 @@ func (i *policyInspector) Statement(st *Statement) *Refusal {
 		return &Refusal{Code: codeInsufficientPrivilege, Reason: "no_role",
 			Message: "sekisho refused: the session's role is not configured", Hint: "Ask " + i.cfg.Contact + "."}
 	}
-	cat, err := i.srv.catalog(i.cfg, i.up)
+	at := st.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	cat, err := i.srv.catalogOf(i.catEntry, i.cfg, i.up, at)
 	if err != nil {
 		i.srv.log.Warn("catalog unavailable", "database", i.up.Database, "err", err)
 		return i.catalogRefusal()
@@ -68,13 +77,16 @@ func (i *policyInspector) Statement(st *Statement) *Refusal {
 		st.Shape = sqlscope.ShapeOf(st.Text)
 	}
 	var d policy.Decision
-	if sh := st.Shape; i.lastCat == cat && sh.OK && sh.N > 0 && sh.Key == i.lastKey {
+	if i.lastCat == cat && i.repeats(st) {
 		d = i.lastD
 	} else {
 		var byShape bool
 		d, byShape = i.srv.decisions.decide(i.cfg, i.pol, st.Principal.Role, st.Principal.Database, cat, st.Text, st.Shape)
-		if byShape {
-			i.lastKey, i.lastCat, i.lastD = sh.Key, cat, d
+		switch {
+		case byShape:
+			i.lastKey, i.lastShaped, i.lastCat, i.lastD = st.Shape.Key, true, cat, d
+		case len(st.Text) <= maxKeptText:
+			i.lastKey, i.lastShaped, i.lastCat, i.lastD = st.Text, false, cat, d
 		}
 	}
 	if d.Refusal != nil {
@@ -98,6 +110,20 @@ func (i *policyInspector) Statement(st *Statement) *Refusal {
 		}
 	}
 	return nil
+}
+
+// maxKeptText bounds the text a session keeps with its last decision.
+const maxKeptText = 8192
+
+// repeats reports whether st is the session's last decided statement
+// again: the same text, or the same literal shape when that decision was
+// taken by shape (which holds for every text of the shape).
+func (i *policyInspector) repeats(st *Statement) bool {
+	if i.lastShaped {
+		sh := st.Shape
+		return sh.OK && sh.N > 0 && sh.Key == i.lastKey
+	}
+	return i.lastCat != nil && st.Text == i.lastKey
 }
 
 // maskedColumn is a result column the role sees masked.

@@ -472,7 +472,7 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 		}
 		text, sh, red := cs.text(q)
 		r := &run{kind: 'Q', text: red, start: ss.clock(cs.at)}
-		st := &Statement{Kind: 'Q', Text: text, Redacted: red, Shape: sh}
+		st := &Statement{Kind: 'Q', Text: text, Redacted: red, Shape: sh, At: cs.at}
 		if ref := ss.decide(st); ref != nil {
 			r.refusal, r.token = ref, ss.nextToken()
 			ss.uw, _ = (&pgproto3.Query{String: r.token}).Encode(ss.uw)
@@ -489,12 +489,12 @@ func (ss *Session) fromClient(typ byte, body []byte) error {
 		name := string(nameb)
 		text, sh, red := cs.text(q)
 		var ref *Refusal
-		if _, known := stmts[name]; !known && name != "" && len(stmts) >= maxPreparedStatements {
+		if name != "" && len(stmts) >= maxPreparedStatements && !has(stmts, name) {
 			ref = &Refusal{Code: codeProgramLimitExceeded, Reason: "too_many_prepared_statements",
 				Message: fmt.Sprintf("too many prepared statements in this session (the gateway keeps at most %d)", maxPreparedStatements),
 				Hint:    "Close (DEALLOCATE) prepared statements you no longer need, or reconnect."}
 		} else {
-			st := &Statement{Kind: 'P', Text: text, Redacted: red, Name: name, Shape: sh}
+			st := &Statement{Kind: 'P', Text: text, Redacted: red, Name: name, Shape: sh, At: cs.at}
 			ref = ss.decide(st)
 			if ref == nil {
 				stmts[name] = prepared{text: red, masked: st.Masked, forgets: st.Forgets}
@@ -639,6 +639,12 @@ type prepared struct {
 // forget drops what the gateway knows of the statements and portals f
 // names: binding or executing them afterwards is treated as binding
 // something the gateway never saw (described, masked).
+// has reports whether m holds name.
+func has(m map[string]prepared, name string) bool {
+	_, ok := m[name]
+	return ok
+}
+
 func forget(f sqlscope.Forget, stmts, portals map[string]prepared) {
 	if f.AllStatements {
 		clear(stmts)
