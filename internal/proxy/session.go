@@ -636,15 +636,15 @@ type prepared struct {
 	epoch int
 }
 
-// forget drops what the gateway knows of the statements and portals f
-// names: binding or executing them afterwards is treated as binding
-// something the gateway never saw (described, masked).
 // has reports whether m holds name.
 func has(m map[string]prepared, name string) bool {
 	_, ok := m[name]
 	return ok
 }
 
+// forget drops what the gateway knows of the statements and portals f
+// names: binding or executing them afterwards is treated as binding
+// something the gateway never saw (described, masked).
 func forget(f sqlscope.Forget, stmts, portals map[string]prepared) {
 	if f.AllStatements {
 		clear(stmts)
