@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/sekisho/sekisho/internal/config"
@@ -164,5 +166,46 @@ func TestUpstreamPoolBound(t *testing.T) {
 	})
 	if got := scalar(t, d, "SELECT string_agg(application_name, ',' ORDER BY application_name) FROM pg_stat_activity WHERE application_name LIKE 'app%'"); got != "app3,app4,app5" {
 		t.Fatalf("kept %s, want the three newest", got)
+	}
+}
+
+// TestUpstreamNotSharedBetweenUsers: some backend state outlives DISCARD
+// ALL. A dblink connection opened by name keeps its opener's authority and
+// can be used by name with no password; a kept upstream connection must
+// therefore go only to the next session of the same gateway user.
+func TestUpstreamNotSharedBetweenUsers(t *testing.T) {
+	g := startGW(t)
+	d := g.direct(t)
+	exec(t, d, "CREATE EXTENSION IF NOT EXISTS dblink")
+	addUser(t, g.store, "bob", "analyst", "bob-password-123", time.Now().Add(24*time.Hour))
+
+	alice := g.connect(t)
+	pid := backendPID(t, alice)
+	link := fmt.Sprintf("host=%s port=%d dbname=%s user=%s password=%s", g.cluster.Host, g.cluster.Port, g.db, g.cluster.User, g.cluster.Password)
+	exec(t, alice, "SELECT dblink_connect('left_link', "+quote(link)+")")
+	if err := alice.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "alice's upstream connection to be kept", func() bool { return g.srv.pool.count() == 1 })
+
+	bob, err := pgconn.Connect(t.Context(), g.url("bob", "bob-password-123"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := backendPID(t, bob); got == pid {
+		t.Fatalf("bob was handed alice's kept backend %s", pid)
+	}
+	if got := scalar(t, bob, "SELECT coalesce(array_to_string(dblink_get_connections(), ','), '')"); got != "" {
+		t.Fatalf("bob's session sees dblink connections %q left by alice", got)
+	}
+	if err := bob.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "both upstream connections to be kept", func() bool { return g.srv.pool.count() == 2 })
+
+	// Reuse still works for the same user.
+	again := g.connect(t)
+	if got := backendPID(t, again); got != pid {
+		t.Fatalf("alice's next session has backend %s, want her kept %s", got, pid)
 	}
 }
