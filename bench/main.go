@@ -456,6 +456,7 @@ listen:
   allow_plaintext: true   # TLS is still offered; the connection test uses it
 limits:
   max_sessions: 1000
+  upstream_idle_max: 300  # as pgbouncer's default_pool_size: both keep every backend of a 32-client run for the next
 roles:
   bench: {networks: [127.0.0.1], databases: [pharma], statements: [all], read: ["*"], write: ["*"], functions: ["*"], features: [all],
           protected: {name: allow, date_of_birth: allow, email: allow, address: allow, sex: allow, institution: allow}}
