@@ -28,7 +28,7 @@ func TestPolicyCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := gatewayDir(t, c.Password, nil)
-	write := func(extra string) string {
+	write := func(extra string, roleLines ...string) string {
 		cfg := "state_dir: state\ncontact: dpo@example.jp\n" + `roles:
   analyst:
     networks: [127.0.0.1]
@@ -36,6 +36,7 @@ func TestPolicyCommands(t *testing.T) {
     statements: [read]
     read: [hcp]
     protected: {email: {mask: partial_email}, name: {mask: pseudonym}}
+` + strings.Join(roleLines, "") + `
 subjects:
   - database: ` + db + `
     table: hcp
@@ -58,6 +59,24 @@ upstreams:
 	out, err := run("policy", "check", "--config", cfg)
 	if err != nil || !strings.Contains(out, "policy check: ok") || !strings.Contains(out, "public.notes.email is named like a protected column but is not classified") {
 		t.Fatalf("check: %v\n%s", err, out)
+	}
+
+	// A masking role given every function, or a feature that reaches
+	// data by a path the analysis cannot follow, is reported.
+	cfg = write("", "    functions: [\"*\"]\n", "    features: [do, catalog_values]\n")
+	out, err = run("policy", "check", "--config", cfg)
+	for _, want := range []string{
+		`warning: roles.analyst: masks or denies protected columns but allows every function (functions: ["*"])`,
+		"warning: roles.analyst: masks or denies protected columns but allows the feature do,",
+		"warning: roles.analyst: masks or denies protected columns but allows the feature catalog_values,",
+	} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("check of a masking role with every function: %v: want %q in\n%s", err, want, out)
+		}
+	}
+	cfg = write("")
+	if out, _ = run("policy", "check", "--config", cfg); strings.Contains(out, "masks or denies protected columns but allows") {
+		t.Fatalf("check warned about a role that allows no function or feature:\n%s", out)
 	}
 
 	cfg = write(", phone: phone")
