@@ -133,8 +133,9 @@ type Limits struct {
 	UpstreamTimeout Duration `yaml:"upstream_connect_timeout"`
 	// UpstreamIdleMax is how many upstream connections of ended sessions
 	// the gateway keeps in all (reset with DISCARD ALL), for the next
-	// session of the same user with the same database and startup
-	// parameters; the oldest makes room for a newer one. -1 keeps none.
+	// session of the same user and role with the same database and
+	// startup parameters; the oldest makes room for a newer one. -1 keeps
+	// none.
 	UpstreamIdleMax int `yaml:"upstream_idle_max"`
 	// UpstreamIdleTimeout closes kept upstream connections unused this long.
 	UpstreamIdleTimeout Duration `yaml:"upstream_idle_timeout"`

@@ -20,12 +20,14 @@ import (
 
 // upstreamPool keeps upstream connections of sessions that ended cleanly,
 // reset with DISCARD ALL, for the next session of the same gateway user
-// with the same upstream and the same startup parameters. A PostgreSQL backend costs milliseconds to
-// start and authenticate; taking an idle one costs a system call. Users
-// never see the gateway's credential either way, and the reset leaves
-// nothing of the previous session behind: DISCARD ALL drops temporary
-// tables, prepared statements, cursors, LISTENs, advisory locks and every
-// setting, including SET ROLE and SET SESSION AUTHORIZATION.
+// and role with the same upstream and the same startup parameters. A
+// PostgreSQL backend costs milliseconds to start and authenticate; taking
+// an idle one costs a system call. Users never see the gateway's
+// credential either way, and the reset leaves nothing of the previous
+// session behind that another user could reach: DISCARD ALL drops
+// temporary tables, prepared statements, cursors, LISTENs, advisory locks
+// and every setting, including SET ROLE and SET SESSION AUTHORIZATION;
+// what it does not drop stays with the user (see poolKey).
 type upstreamPool struct {
 	mu     sync.Mutex
 	idle   map[string][]*pooledConn
@@ -41,16 +43,18 @@ type pooledConn struct {
 }
 
 // poolKey names the connections a session may take: the same gateway
-// user, the same server, account and TLS settings (the gateway's side)
-// and the same startup parameters (the client's side: RESET ALL returns
-// to them). The user is part of the key because some backend state
-// outlives DISCARD ALL: dblink's named connections (opened with the
-// first user's authority and usable by name with no password), libraries
-// brought in with LOAD, and whatever an extension keeps in the backend's
-// memory. Such state can then reach only the user who left it.
-func poolKey(user string, u config.Upstream, params map[string]string) string {
+// user and role, the same server, account and TLS settings (the gateway's
+// side) and the same startup parameters (the client's side: RESET ALL
+// returns to them). The user and role are part of the key because some
+// backend state outlives DISCARD ALL: dblink's named connections (opened
+// with the first session's authority and usable by name with no
+// password), libraries brought in with LOAD, and whatever an extension
+// keeps in the backend's memory. Such state can then reach only the user
+// who left it, and only under the role it was left under (single sign-on
+// may give an account another role at its next login).
+func poolKey(user, role string, u config.Upstream, params map[string]string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\x00%s\x00%s\x00%d\x00%s\x00%s\x00%s\x00%s\x00%s", user, u.Database, u.Host, u.Port, u.DBName, u.User, u.TLS, u.CAFile, u.PasswordFile+"\x00"+u.PasswordEnv)
+	fmt.Fprintf(&b, "%s\x00%s\x00%s\x00%s\x00%d\x00%s\x00%s\x00%s\x00%s\x00%s", user, role, u.Database, u.Host, u.Port, u.DBName, u.User, u.TLS, u.CAFile, u.PasswordFile+"\x00"+u.PasswordEnv)
 	for _, k := range slices.Sorted(maps.Keys(params)) {
 		b.WriteString("\x00" + k + "=" + params[k])
 	}

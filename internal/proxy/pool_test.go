@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/sekisho/sekisho/internal/config"
+	"github.com/sekisho/sekisho/internal/store"
 )
 
 func backendPID(t *testing.T, conn *pgconn.PgConn) string {
@@ -207,5 +208,19 @@ func TestUpstreamNotSharedBetweenUsers(t *testing.T) {
 	again := g.connect(t)
 	if got := backendPID(t, again); got != pid {
 		t.Fatalf("alice's next session has backend %s, want her kept %s", got, pid)
+	}
+	if err := again.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "alice's upstream connection to be kept again", func() bool { return g.srv.pool.count() == 2 })
+
+	// Under another role (single sign-on may map the account anew), the
+	// same user does not get what her earlier role left behind.
+	if _, err := g.store.UpdateUser(t.Context(), testUser, func(u *store.User) error { u.Role = "admin"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	moved := g.connect(t)
+	if got := backendPID(t, moved); got == pid {
+		t.Fatalf("alice as admin was handed the backend she left as analyst (%s)", pid)
 	}
 }

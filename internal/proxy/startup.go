@@ -463,7 +463,7 @@ func (h *handshake) authenticate(sm *pgproto3.StartupMessage, cr *wire.Reader) (
 			params[k] = v
 		}
 	}
-	key, gen := poolKey(user, upCfg, params), h.s.pool.generation()
+	key, gen := poolKey(user, u.Role, upCfg, params), h.s.pool.generation()
 	up := h.s.pool.get(key, h.cfg.Limits.UpstreamIdleTimeout.D(), h.s.now())
 	if up == nil {
 		var derr error
