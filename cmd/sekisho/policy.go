@@ -177,13 +177,13 @@ func policyProblems(cfg *config.Config, cats map[string]*sqlscope.Snapshot) (pro
 		if role.FilterOnMasked {
 			warnings = append(warnings, fmt.Sprintf("roles.%s: filter_on_masked lets it compare masked columns (answers leak values by oracle)", name))
 		}
-		if restricts(cfg, role) {
+		if restricts(cfg, name) {
 			if slices.Contains(role.Functions, "*") {
 				warnings = append(warnings, fmt.Sprintf(`roles.%s: masks or denies protected columns but allows every function (functions: ["*"]); a function the gateway cannot see into (dblink, query_to_xml, one of your own) can return what it masks: list the functions the role needs`, name))
 			}
 			for _, f := range maskBypassFeatures {
 				if role.AllowsFeature(f) {
-					warnings = append(warnings, fmt.Sprintf("roles.%s: masks or denies protected columns but allows the feature %s, which reads or returns data the gateway cannot see", name, f))
+					warnings = append(warnings, fmt.Sprintf("roles.%s: masks or denies protected columns but allows the feature %s, which reads or returns data the gateway cannot see: allow it only if the role cannot work without it", name, f))
 				}
 			}
 		}
@@ -198,14 +198,12 @@ func policyProblems(cfg *config.Config, cats map[string]*sqlscope.Snapshot) (pro
 // tables, and catalogs that hold copies of values.
 var maskBypassFeatures = []string{"do", "create_function", "load", "copy_program", "copy_file", "foreign_data", "catalog_values"}
 
-// restricts reports whether role masks or denies any classified column.
-func restricts(cfg *config.Config, role *config.Role) bool {
-	for i := range cfg.Subjects {
-		s := &cfg.Subjects[i]
-		for col := range s.Columns {
-			if r, _ := role.ColumnRule(s, col); r.Action != "allow" {
-				return true
-			}
+// restricts reports whether the role masks or denies a protected column
+// in any of the gateway's databases.
+func restricts(cfg *config.Config, role string) bool {
+	for _, u := range cfg.Upstreams {
+		if p, err := policy.New(cfg, role, u.Database); err == nil && p.Restricted() {
+			return true
 		}
 	}
 	return false
